@@ -1,0 +1,1 @@
+"""The OPSS client runtime (installed as ``opss.client``)."""

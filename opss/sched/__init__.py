@@ -1,0 +1,1 @@
+"""Scheduling core (pure Python, no torch)."""

@@ -1,0 +1,1 @@
+"""The OPSS server runtime (installed as ``opss.server``)."""
