@@ -1,0 +1,331 @@
+"""A shaped-link testbed: a server network namespace, a veth pair, a shaped uplink.
+
+The seed paper shapes a real Wi-Fi link with ``wondershaper``. Here the "link"
+is a veth pair between the root namespace (the client side) and a network
+namespace made for the server; the client's egress on its veth end is shaped,
+so only the uplink (client → server) is slowed, as on a 3G/4G/Wi-Fi uplink.
+
+Shaping: Debian's ``wondershaper`` is tried first (installed with apt when
+missing and apt is there). Debian's wondershaper 1.1a builds a CBQ tree, and
+CBQ was removed from Linux in 6.3, so on current kernels it fails; the testbed
+then shapes with ``tc`` directly (an HTB class at the rate, which is what
+wondershaper's newer releases use) and :attr:`Testbed.shaper` says which one
+shaped the link.
+
+Everything made is recorded and removed on exit, also on errors and Ctrl-C:
+processes started in the namespace, the qdisc, the veth pair, the namespace,
+and the CPU cgroup of :class:`CpuQuota`. ``leftovers()`` lists anything whose
+name starts with the testbed prefix, for tests that prove the cleanup.
+
+Root is required; :func:`require_root` refuses with one clear line and points
+at the application-level throttle of ``opss demo`` instead. Traffic only ever
+goes to the namespace this module created.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from opss.errors import OpssError
+
+PREFIX = "opss"
+_CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+_CGROUP_V2 = Path("/sys/fs/cgroup")
+
+
+class TestbedError(OpssError):
+    """The testbed could not be set up (not root, a command failed, ...)."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+
+def require_root(what: str = "the shaped-link testbed") -> None:
+    if os.geteuid() != 0:
+        raise TestbedError(
+            f"{what} needs root (network namespaces, tc, cgroups); "
+            "without root use `opss demo --link 4g`, which throttles the upload in the application"
+        )
+
+
+def _run(cmd: list[str], check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
+    if ns is not None:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise TestbedError(f"`{' '.join(cmd)}` failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
+    return proc
+
+
+def leftovers(prefix: str = PREFIX) -> list[str]:
+    """Namespaces, links and CPU cgroups whose names start with ``prefix``."""
+    found: list[str] = []
+    ns = _run(["ip", "netns", "list"], check=False).stdout.split()
+    found += [f"netns {n}" for n in ns if n.startswith(prefix)]
+    for line in _run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if name.startswith(prefix):
+            found.append(f"link {name}")
+    for root in (_CGROUP_V1_CPU, _CGROUP_V2):
+        if root.is_dir():
+            found += [f"cgroup {p}" for p in root.glob(f"{prefix}-*") if p.is_dir()]
+    return found
+
+
+def _apt_install_wondershaper() -> bool:
+    if shutil.which("wondershaper"):
+        return True
+    if not shutil.which("apt-get"):
+        return False
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "install", "-y", "-qq", "wondershaper"],
+                ["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "wondershaper"]):
+        subprocess.run(cmd, capture_output=True, env=env)
+        if shutil.which("wondershaper"):
+            return True
+    return False
+
+
+def _root_qdisc(iface: str, ns: str | None = None) -> str:
+    out = _run(["tc", "qdisc", "show", "dev", iface], check=False, ns=ns).stdout
+    for line in out.splitlines():
+        if " root " in line:
+            return line.split()[1]
+    return ""
+
+
+def shape_uplink(iface: str, rate_bps: float, shaper: str = "auto", install: bool = True) -> str:
+    """Limit ``iface``'s egress to ``rate_bps`` bits/s; return the shaper used.
+
+    ``shaper`` is ``auto`` (wondershaper, then tc), ``wondershaper`` or ``tc``.
+    A wondershaper run that fails or leaves no shaping qdisc is cleaned up.
+    """
+    if shaper not in ("auto", "wondershaper", "tc"):
+        raise TestbedError(f"unknown shaper {shaper!r}: expected auto, wondershaper or tc")
+    kbit = max(1, int(round(rate_bps / 1000)))
+    have_ws = _apt_install_wondershaper() if install else bool(shutil.which("wondershaper"))
+    if shaper in ("auto", "wondershaper") and have_ws:
+        # Debian 1.1a syntax: wondershaper IFACE DOWNLINK_KBIT UPLINK_KBIT.
+        # The downlink (ingress) is left effectively unlimited.
+        proc = _run(["wondershaper", iface, "10000000", str(kbit)], check=False)
+        if proc.returncode == 0 and _root_qdisc(iface) not in ("", "noqueue"):
+            return "wondershaper"
+        _run(["tc", "qdisc", "del", "dev", iface, "root"], check=False)
+        _run(["tc", "qdisc", "del", "dev", iface, "ingress"], check=False)
+        if shaper == "wondershaper":
+            raise TestbedError(
+                f"wondershaper could not shape {iface} (Debian's wondershaper uses CBQ, "
+                "which Linux >= 6.3 no longer has); use --shaper tc"
+            )
+    _run(["tc", "qdisc", "replace", "dev", iface, "root", "handle", "1:", "htb", "default", "10"])
+    _run(["tc", "class", "add", "dev", iface, "parent", "1:", "classid", "1:10", "htb",
+          "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit"])
+    return "tc-htb"
+
+
+@dataclass(frozen=True)
+class TestbedConfig:
+    """Where the link lives. The /30 is used only between our two veth ends."""
+
+    __test__ = False
+
+    rate_bps: float
+    subnet: str = "10.77.0.0/30"
+    shaper: str = "auto"
+    prefix: str = PREFIX
+
+    def addresses(self) -> tuple[str, str]:
+        net = ipaddress.ip_network(self.subnet, strict=True)
+        hosts = list(net.hosts())
+        if len(hosts) < 2:
+            raise TestbedError(f"subnet {self.subnet} has fewer than 2 host addresses")
+        return str(hosts[0]), str(hosts[1])
+
+
+class Testbed:
+    """Context manager: a server namespace joined to the client by a shaped veth pair."""
+
+    __test__ = False
+
+    def __init__(self, config: TestbedConfig):
+        self.config = config
+        tag = f"{os.getpid() % 10_000_000}"
+        self.ns = f"{config.prefix}-{tag}-srv"
+        self.client_if = f"{config.prefix}{tag}c"
+        self.server_if = f"{config.prefix}{tag}s"
+        self.client_ip, self.server_ip = config.addresses()
+        self.shaper = ""
+        self._procs: list[subprocess.Popen] = []
+        self._made: list[str] = []
+        self._old_sigterm = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def __enter__(self) -> "Testbed":
+        require_root()
+        self._old_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _setup(self) -> None:
+        prefix = self.config.subnet.split("/")[1]
+        _run(["ip", "netns", "add", self.ns])
+        self._made.append("netns")
+        _run(["ip", "link", "add", self.client_if, "type", "veth", "peer", "name", self.server_if])
+        self._made.append("veth")
+        _run(["ip", "link", "set", self.server_if, "netns", self.ns])
+        _run(["ip", "addr", "add", f"{self.client_ip}/{prefix}", "dev", self.client_if])
+        _run(["ip", "link", "set", self.client_if, "up"])
+        _run(["ip", "addr", "add", f"{self.server_ip}/{prefix}", "dev", self.server_if], ns=self.ns)
+        _run(["ip", "link", "set", self.server_if, "up"], ns=self.ns)
+        _run(["ip", "link", "set", "lo", "up"], ns=self.ns)
+        self.shaper = shape_uplink(self.client_if, self.config.rate_bps, self.config.shaper)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self._procs.clear()
+        if "veth" in self._made:
+            _run(["tc", "qdisc", "del", "dev", self.client_if, "root"], check=False)
+            _run(["tc", "qdisc", "del", "dev", self.client_if, "ingress"], check=False)
+            _run(["ip", "link", "del", self.client_if], check=False)
+        if "netns" in self._made:
+            _run(["ip", "netns", "del", self.ns], check=False)
+        self._made.clear()
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # -- use -----------------------------------------------------------------------
+    def spawn_server(self, cmd: list[str], **popen) -> subprocess.Popen:
+        """Start ``cmd`` inside the server namespace; it is stopped on close()."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], **popen)
+        self._procs.append(proc)
+        return proc
+
+    def measure_uplink(self, nbytes: int = 1_000_000, repeats: int = 3, port: int = 5999) -> float:
+        """Median goodput client → server in bits/s over ``repeats`` TCP transfers."""
+        sink = self.spawn_server([sys.executable, "-c", _SINK, self.server_ip, str(port), str(repeats)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        rates = []
+        try:
+            for _ in range(repeats):
+                conn = _connect(self.server_ip, port, sink)
+                with conn:
+                    payload = b"\0" * nbytes
+                    t0 = time.perf_counter()
+                    conn.sendall(payload)
+                    conn.shutdown(socket.SHUT_WR)
+                    conn.recv(2)  # the sink acks once it has read everything
+                    rates.append(nbytes * 8 / (time.perf_counter() - t0))
+        finally:
+            sink.wait(timeout=30)
+        rates.sort()
+        return rates[len(rates) // 2]
+
+
+_SINK = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+for _ in range(int(sys.argv[3])):
+    c, _ = s.accept()
+    while c.recv(1 << 16):
+        pass
+    c.sendall(b"ok"); c.close()
+"""
+
+
+def _connect(host: str, port: int, proc: subprocess.Popen, timeout: float = 10.0) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise TestbedError(f"could not reach {host}:{port} in the server namespace: {err.strip()}")
+            time.sleep(0.05)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class CpuQuota:
+    """A CPU cgroup limiting its processes to ``fraction`` of one core.
+
+    Models a weak client on a shared machine: ``cpu.cfs_quota_us`` (cgroup v1)
+    or ``cpu.max`` (v2) over a 100 ms period. ``add(pid)`` moves a process in;
+    the group is removed on close (its processes are moved back to the root).
+    """
+
+    PERIOD_US = 100_000
+
+    def __init__(self, fraction: float, prefix: str = PREFIX):
+        if not (0 < fraction <= os.cpu_count()):
+            raise TestbedError(f"client CPU share must be in (0, {os.cpu_count()}], got {fraction}")
+        self.fraction = fraction
+        self.name = f"{prefix}-{os.getpid()}-client"
+        self.path: Path | None = None
+
+    def __enter__(self) -> "CpuQuota":
+        require_root("a client CPU quota")
+        quota = int(self.fraction * self.PERIOD_US)
+        if (_CGROUP_V1_CPU / "cpu.cfs_quota_us").exists():
+            self.path = _CGROUP_V1_CPU / self.name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+            self._root_procs = _CGROUP_V1_CPU / "cgroup.procs"
+        elif (_CGROUP_V2 / "cgroup.controllers").exists():
+            self.path = _CGROUP_V2 / self.name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+            self._root_procs = _CGROUP_V2 / "cgroup.procs"
+        else:
+            raise TestbedError("no CPU cgroup controller found (need cgroup v1 cpu or v2 cpu.max)")
+        return self
+
+    def add(self, pid: int) -> None:
+        assert self.path is not None, "use CpuQuota as a context manager"
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def __exit__(self, *exc) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        procs = (self.path / "cgroup.procs").read_text().split()
+        for pid in procs:
+            try:
+                self._root_procs.write_text(pid)
+            except OSError:
+                pass  # the process exited meanwhile
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.02)
+        self.path = None
