@@ -1,0 +1,401 @@
+"""The tensor codec of the OPSS wire: raw bytes + dtype + shape, in chunks.
+
+Tensors cross the network the way KServe v2 and Triton send them: the raw
+little-endian row-major bytes of the tensor, its dtype name and its shape.
+Nothing is pickled and nothing goes through ``torch.save``/``torch.load``, so a
+server never runs a deserializer that can execute code on bytes from a client.
+
+Floating-point tensors travel in a *wire dtype* chosen by the client
+(``float32``, ``float16`` or ``bfloat16``; the 16-bit ones halve the upload);
+other tensors (integer indices, masks) travel in their own dtype. bfloat16 has
+no numpy dtype, so bytes are taken through a ``uint8`` view of the tensor and
+read back with :func:`torch.frombuffer`, which handles every dtype alike.
+
+Sending: :func:`iter_chunks` / :func:`encode_tensor` cut one tensor into
+:class:`Chunk` s of ``chunk_bytes`` (64 KiB to 1 MiB). Receiving: a
+:class:`Reassembler` built from what the receiver expects (``ServerPart.inputs``:
+``{cut id: (shape, dtype)}``) checks every chunk *before* buffering it (known
+name, not a duplicate, dtype, shape, declared byte count, chunk index and
+offset, no interleaving) and hands back each tensor as soon as its last chunk
+is in. The bytes are copied exactly once, into a buffer of the expected size,
+and the tensor is a zero-copy view of that buffer.
+
+Errors: :class:`~opss.errors.ShapeMismatchError` when a tensor's dtype, shape
+or byte count differs from what is expected, :class:`~opss.errors.WireError`
+for everything else that is malformed. Messages say "expected X, got Y".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from opss.errors import ShapeMismatchError, WireError
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "MAX_CHUNK_BYTES",
+    "MIN_CHUNK_BYTES",
+    "WIRE_DTYPES",
+    "Chunk",
+    "Reassembler",
+    "chunk_from_proto",
+    "chunk_to_proto",
+    "decode_tensor",
+    "dtype_from_proto",
+    "dtype_name",
+    "dtype_to_proto",
+    "encode_tensor",
+    "itemsize",
+    "iter_chunks",
+    "tensor_bytes",
+    "tensor_from_proto",
+    "tensor_to_proto",
+    "torch_dtype",
+    "wire_dtype_for",
+]
+
+MIN_CHUNK_BYTES = 64 * 1024
+MAX_CHUNK_BYTES = 1024 * 1024
+DEFAULT_CHUNK_BYTES = 256 * 1024
+
+#: Dtypes a client may choose for floating-point tensors on the wire.
+WIRE_DTYPES = ("float32", "float16", "bfloat16")
+
+_TORCH = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+_NAME = {v: k for k, v in _TORCH.items()}
+# Names of the opss.v1.DType enum values, by dtype name.
+_PROTO_NAME = {name: name.upper() for name in _TORCH}
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """The wire name of a dtype: ``torch.float16`` / ``"torch.float16"`` → ``"float16"``."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _NAME:
+            raise WireError(f"dtype {dtype} cannot travel on the wire: expected one of "
+                            f"{sorted(_TORCH)}, got {dtype}")
+        return _NAME[dtype]
+    name = str(dtype).removeprefix("torch.")
+    if name not in _TORCH:
+        raise WireError(f"unknown dtype: expected one of {sorted(_TORCH)}, got {dtype!r}")
+    return name
+
+
+def torch_dtype(name: torch.dtype | str) -> torch.dtype:
+    """The torch dtype of a wire dtype name."""
+    return _TORCH[dtype_name(name)]
+
+
+def itemsize(name: torch.dtype | str) -> int:
+    """Bytes per element of a dtype."""
+    return torch_dtype(name).itemsize
+
+
+def wire_dtype_for(dtype: torch.dtype | str, wire_dtype: str) -> str:
+    """The dtype a tensor of ``dtype`` travels in when the request's wire dtype is ``wire_dtype``.
+
+    Floating-point tensors travel in the wire dtype, all others in their own.
+    """
+    if wire_dtype not in WIRE_DTYPES:
+        raise WireError(f"bad wire dtype: expected one of {list(WIRE_DTYPES)}, got {wire_dtype!r}")
+    name = dtype_name(dtype)
+    return wire_dtype if torch_dtype(name).is_floating_point else name
+
+
+def _shape(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(d) for d in shape)
+
+
+def _nbytes(shape: Sequence[int], dtype: str) -> int:
+    return math.prod(shape) * itemsize(dtype)
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """A read-only view of the raw row-major bytes of a CPU tensor (copies only if not contiguous)."""
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()).toreadonly()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of one tensor on the wire (mirrors ``opss.v1.TensorChunk``).
+
+    ``shape`` is in elements per dimension, ``total_bytes``/``offset`` in bytes,
+    ``index`` counts chunks from 0, ``data`` holds bytes ``[offset, offset + len(data))``.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    total_bytes: int
+    index: int
+    offset: int
+    data: bytes
+
+    def __repr__(self) -> str:
+        return (f"Chunk({self.name!r}, {self.dtype}, shape={self.shape}, "
+                f"#{self.index} @{self.offset}+{len(self.data)}/{self.total_bytes})")
+
+
+def iter_chunks(name: str, tensor: torch.Tensor, wire_dtype: str = "float32",
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
+    """Yield the chunks of ``tensor`` as cut tensor ``name``, converted to the wire dtype.
+
+    Floating-point tensors are cast to ``wire_dtype``; others keep their dtype.
+    ``chunk_bytes`` must be between 1 byte and 1 MiB (64 KiB to 1 MiB recommended).
+    Every chunk owns a copy of its bytes, so the tensor may change afterwards.
+    """
+    if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+        raise WireError(f"bad chunk size: expected 1 to {MAX_CHUNK_BYTES} bytes, got {chunk_bytes}")
+    dtype = wire_dtype_for(tensor.dtype, wire_dtype)
+    t = tensor.detach()
+    if t.dtype != _TORCH[dtype]:
+        t = t.to(_TORCH[dtype])
+    shape = tuple(t.shape)
+    raw = tensor_bytes(t)
+    total = raw.nbytes
+    if total == 0:
+        yield Chunk(name, dtype, shape, 0, 0, 0, b"")
+        return
+    for index, offset in enumerate(range(0, total, chunk_bytes)):
+        yield Chunk(name, dtype, shape, total, index, offset,
+                    raw[offset:offset + chunk_bytes].tobytes())
+
+
+def encode_tensor(name: str, tensor: torch.Tensor, wire_dtype: str = "float32",
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Chunk]:
+    """All chunks of ``tensor`` (see :func:`iter_chunks`)."""
+    return list(iter_chunks(name, tensor, wire_dtype, chunk_bytes))
+
+
+def decode_tensor(dtype: str, shape: Sequence[int], data: bytes | bytearray | memoryview) -> torch.Tensor:
+    """A tensor from a whole tensor's raw bytes; checks the byte count.
+
+    The result owns its memory (one copy of ``data`` into a writable buffer).
+    """
+    name = dtype_name(dtype)
+    shape = _shape(shape)
+    if any(d < 0 for d in shape):
+        raise ShapeMismatchError(f"bad shape: expected non-negative dimensions, got {list(shape)}")
+    expected = _nbytes(shape, name)
+    if len(data) != expected:
+        raise ShapeMismatchError(f"tensor of shape {list(shape)} and dtype {name}: expected "
+                                 f"{expected} bytes, got {len(data)}")
+    return _from_buffer(bytearray(data), name, shape)
+
+
+def _from_buffer(buf: bytearray, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if len(buf) == 0:
+        return torch.empty(shape, dtype=_TORCH[dtype])
+    return torch.frombuffer(buf, dtype=_TORCH[dtype]).view(shape)
+
+
+class Reassembler:
+    """Rebuilds the cut tensors of one request from their chunks, validating everything.
+
+    ``expected`` maps each cut id to ``(shape, dtype)`` — exactly
+    ``ServerPart.inputs``. ``wire_dtype`` is the request's choice for
+    floating-point tensors. Tensors may come in any order, but the chunks of
+    one tensor must be consecutive (index 0, 1, …; offsets contiguous) and not
+    interleaved with another tensor's. A tensor's full buffer (its expected
+    size, never more) is allocated only after its first chunk passed every
+    check, so memory per request is bounded by the expected tensor sizes.
+
+    :meth:`add` returns ``(name, tensor)`` when a tensor is complete (cast to
+    its expected dtype), else ``None``; :meth:`finish` raises unless every
+    expected tensor arrived whole.
+    """
+
+    def __init__(self, expected: Mapping[str, tuple[Sequence[int], torch.dtype | str]],
+                 wire_dtype: str = "float32", max_chunk_bytes: int = MAX_CHUNK_BYTES) -> None:
+        if wire_dtype not in WIRE_DTYPES:
+            raise WireError(f"bad wire dtype: expected one of {list(WIRE_DTYPES)}, got {wire_dtype!r}")
+        self._expected = {str(k): (_shape(shape), dtype_name(dtype))
+                          for k, (shape, dtype) in expected.items()}
+        self._wire = {k: wire_dtype_for(dt, wire_dtype) for k, (_, dt) in self._expected.items()}
+        self._max_chunk = max_chunk_bytes
+        self._done: list[str] = []
+        self._done_set: set[str] = set()
+        self._current: Chunk | None = None  # first chunk of the tensor being filled
+        self._buf: bytearray | None = None
+        self._filled = 0
+        self._next_index = 0
+        self.bytes_received = 0
+
+    @property
+    def received(self) -> tuple[str, ...]:
+        """Names of the complete tensors, in arrival order."""
+        return tuple(self._done)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Names of the expected tensors not complete yet."""
+        return tuple(k for k in self._expected if k not in self._done_set)
+
+    @property
+    def in_progress(self) -> str | None:
+        """Name of the tensor whose chunks are arriving, if any."""
+        return None if self._current is None else self._current.name
+
+    def add(self, chunk: Chunk) -> tuple[str, torch.Tensor] | None:
+        """Take one chunk; return ``(name, tensor)`` if it completed a tensor."""
+        name = chunk.name
+        if self._current is not None and name != self._current.name:
+            raise WireError(f"tensor {self._current.name!r} incomplete: expected its chunk "
+                            f"#{self._next_index} at offset {self._filled} of "
+                            f"{self._current.total_bytes} bytes, got a chunk of {name!r}")
+        if self._current is None:
+            self._start(chunk)
+        else:
+            self._continue(chunk)
+        n = len(chunk.data)
+        self._buf[self._filled:self._filled + n] = chunk.data
+        self._filled += n
+        self._next_index += 1
+        self.bytes_received += n
+        if self._filled < self._current.total_bytes:
+            return None
+        return self._complete()
+
+    def _start(self, chunk: Chunk) -> None:
+        name = chunk.name
+        if name not in self._expected:
+            raise WireError(f"unknown cut tensor {name!r}: expected one of {sorted(self._expected)}")
+        if name in self._done_set:
+            raise WireError(f"duplicate tensor {name!r}: it already arrived complete")
+        shape, _ = self._expected[name]
+        wire = self._wire[name]
+        if chunk.dtype != wire:
+            raise ShapeMismatchError(f"tensor {name!r}: expected dtype {wire} on the wire, "
+                                     f"got {chunk.dtype}")
+        if _shape(chunk.shape) != shape:
+            raise ShapeMismatchError(f"tensor {name!r}: expected shape {list(shape)}, "
+                                     f"got {list(chunk.shape)}")
+        nbytes = _nbytes(shape, wire)
+        if chunk.total_bytes != nbytes:
+            raise ShapeMismatchError(f"tensor {name!r} of shape {list(shape)} in {wire}: expected "
+                                     f"{nbytes} bytes, got {chunk.total_bytes} declared")
+        if chunk.index != 0 or chunk.offset != 0:
+            raise WireError(f"tensor {name!r}: expected its first chunk (#0 at offset 0), "
+                            f"got chunk #{chunk.index} at offset {chunk.offset}")
+        self._check_size(chunk, nbytes, 0)
+        self._current = chunk
+        self._buf = bytearray(nbytes)
+        self._filled = 0
+        self._next_index = 0
+
+    def _continue(self, chunk: Chunk) -> None:
+        first = self._current
+        if (chunk.dtype, _shape(chunk.shape), chunk.total_bytes) != (
+                first.dtype, first.shape, first.total_bytes):
+            raise WireError(f"tensor {chunk.name!r} changed mid-stream: expected dtype {first.dtype}, "
+                            f"shape {list(first.shape)}, {first.total_bytes} bytes, got "
+                            f"{chunk.dtype}, {list(chunk.shape)}, {chunk.total_bytes} bytes")
+        if chunk.index != self._next_index or chunk.offset != self._filled:
+            raise WireError(f"tensor {chunk.name!r}: chunks out of order: expected chunk "
+                            f"#{self._next_index} at offset {self._filled}, got "
+                            f"#{chunk.index} at offset {chunk.offset}")
+        self._check_size(chunk, first.total_bytes, self._filled)
+
+    def _check_size(self, chunk: Chunk, total: int, filled: int) -> None:
+        n = len(chunk.data)
+        if n > self._max_chunk:
+            raise WireError(f"tensor {chunk.name!r}: chunk #{chunk.index} too large: expected at "
+                            f"most {self._max_chunk} bytes, got {n}")
+        if n == 0 and total > 0:
+            raise WireError(f"tensor {chunk.name!r}: chunk #{chunk.index} is empty: expected 1 to "
+                            f"{min(self._max_chunk, total - filled)} bytes")
+        if n > total - filled:
+            raise WireError(f"tensor {chunk.name!r}: chunk #{chunk.index} overruns the tensor: "
+                            f"expected at most {total - filled} more bytes, got {n}")
+
+    def _complete(self) -> tuple[str, torch.Tensor]:
+        first = self._current
+        shape, dtype = self._expected[first.name]
+        tensor = _from_buffer(self._buf, first.dtype, shape)
+        if first.dtype != dtype:
+            tensor = tensor.to(_TORCH[dtype])
+        self._done.append(first.name)
+        self._done_set.add(first.name)
+        self._current, self._buf, self._filled, self._next_index = None, None, 0, 0
+        return first.name, tensor
+
+    def finish(self) -> None:
+        """Raise :class:`WireError` unless every expected tensor arrived complete."""
+        if self._current is not None:
+            raise WireError(f"tensor {self._current.name!r} incomplete: expected "
+                            f"{self._current.total_bytes} bytes, got {self._filled}")
+        if self.missing:
+            raise WireError(f"missing tensors: expected {sorted(self._expected)}, "
+                            f"never got {list(self.missing)}")
+
+
+# --- opss.v1 messages ------------------------------------------------------------------------
+
+def _pb2():
+    from opss.v1 import opss_pb2
+
+    return opss_pb2
+
+
+def dtype_to_proto(dtype: torch.dtype | str) -> int:
+    """The ``opss.v1.DType`` enum value of a dtype."""
+    return _pb2().DType.Value(_PROTO_NAME[dtype_name(dtype)])
+
+
+def dtype_from_proto(value: int) -> str:
+    """The dtype name of an ``opss.v1.DType`` enum value (WireError if unknown/unspecified)."""
+    pb = _pb2()
+    try:
+        enum_name = pb.DType.Name(value)
+    except ValueError:
+        enum_name = None
+    name = None if enum_name is None else enum_name.lower()
+    if name not in _TORCH:
+        valid = sorted(_PROTO_NAME.values())
+        raise WireError(f"bad dtype: expected one of {valid}, got {enum_name or value}")
+    return name
+
+
+def chunk_to_proto(chunk: Chunk):
+    """An ``opss.v1.TensorChunk`` from a :class:`Chunk`."""
+    return _pb2().TensorChunk(name=chunk.name, dtype=dtype_to_proto(chunk.dtype), shape=chunk.shape,
+                              total_bytes=chunk.total_bytes, index=chunk.index, offset=chunk.offset,
+                              data=chunk.data)
+
+
+def chunk_from_proto(msg) -> Chunk:
+    """A :class:`Chunk` from an ``opss.v1.TensorChunk`` (WireError on a bad dtype or shape)."""
+    shape = tuple(msg.shape)
+    if any(d < 0 for d in shape):
+        raise ShapeMismatchError(f"tensor {msg.name!r}: expected non-negative dimensions, "
+                                 f"got shape {list(shape)}")
+    return Chunk(msg.name, dtype_from_proto(msg.dtype), shape, msg.total_bytes, msg.index,
+                 msg.offset, msg.data)
+
+
+def tensor_to_proto(tensor: torch.Tensor):
+    """An ``opss.v1.Tensor`` holding the whole tensor in its own dtype."""
+    return _pb2().Tensor(dtype=dtype_to_proto(tensor.dtype), shape=tuple(tensor.shape),
+                         data=tensor_bytes(tensor).tobytes())
+
+
+def tensor_from_proto(msg) -> torch.Tensor:
+    """The tensor in an ``opss.v1.Tensor`` (checks its byte count)."""
+    return decode_tensor(dtype_from_proto(msg.dtype), tuple(msg.shape), msg.data)
