@@ -1,0 +1,103 @@
+"""Building and running an OPSS server in-process.
+
+``create_server(config) -> (grpc.Server, port)`` is what tests and the demo use;
+:func:`build_server` returns an :class:`OpssServer` handle that also exposes the
+servicer, the model store and the health servicer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .auth import TokenAuthInterceptor
+from .config import ServerConfig
+from .servicer import SERVICE, OpssServicer
+from .store import ModelStore, resolve_device
+
+log = logging.getLogger("opss.server")
+
+
+@dataclass
+class OpssServer:
+    """A started server: the gRPC server, its port, and the parts behind it."""
+
+    server: grpc.Server
+    port: int
+    config: ServerConfig
+    servicer: OpssServicer
+    store: ModelStore
+    health: health.HealthServicer
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Stop accepting calls, let in-flight ones finish for ``grace`` s, then cancel them."""
+        self.health.enter_graceful_shutdown()
+        return self.server.stop(self.config.grace_s if grace is None else grace)
+
+
+def _options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_reply_bytes),
+            ("grpc.so_reuseport", 0)]
+
+
+def build_server(config: ServerConfig) -> OpssServer:
+    """Bind, start (health NOT_SERVING), load and warm up every model, then report SERVING.
+
+    Raises the loading error (e.g. ModelNotFoundError) after stopping the server.
+    """
+    device = resolve_device(config.device)
+    store = ModelStore(config, device)
+    servicer = OpssServicer(config, store)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
+    server = grpc.server(ThreadPoolExecutor(max_workers=config.max_workers,
+                                            thread_name_prefix="opss-grpc"),
+                         handlers=[servicer.handlers()], interceptors=interceptors,
+                         options=_options(config),
+                         maximum_concurrent_rpcs=2 * config.max_workers)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{config.host}:{config.port}"
+    try:
+        if config.tls_cert:
+            creds = grpc.ssl_server_credentials(
+                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise OSError(f"cannot listen on {address}: {e}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: port in use or address unavailable")
+    server.start()
+    try:
+        t0 = time.perf_counter()
+        store.load_all()
+    except BaseException:
+        server.stop(0)
+        raise
+    servicer.ready.set()
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %d models on %s (%s) after %.1f s", len(store.models), device,
+             ", ".join(store.models), time.perf_counter() - t0)
+    return OpssServer(server, port, config, servicer, store, health_servicer)
+
+
+def create_server(config: ServerConfig) -> tuple[grpc.Server, int]:
+    """Start a ready server for ``config``; returns ``(server, port)`` (port 0 → the chosen one)."""
+    handle = build_server(config)
+    return handle.server, handle.port
