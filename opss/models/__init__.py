@@ -1,1 +1,215 @@
-"""The model zoo."""
+"""The model zoo: a registry of model factories by name.
+
+``get_model(name, seed=0, weights=None)`` builds a model in ``eval()`` mode with
+a deterministic initialization (``torch.manual_seed(seed)`` inside a forked RNG,
+so the caller's global RNG is left alone), or loads a state dict from
+``weights`` (``torch.load(..., weights_only=True)``).
+
+Registered here:
+
+* from torchvision (``weights=None``): ``googlenet`` (no aux heads, no input
+  transform), ``resnet18``, ``resnet50``, ``mobilenet_v2``, ``alexnet``;
+* written here, sources in their docstrings: ``alexnet_parallel``
+  (:mod:`opss.models.alexnet_parallel`), ``multistream``
+  (:mod:`opss.models.multistream`), ``randwire`` (:mod:`opss.models.randwire`).
+
+A user's own model needs no edit here: a name ``"package.module:factory"``
+imports ``factory`` (a callable taking no required arguments and returning an
+``nn.Module``). The input shape comes from an ``input_shape`` attribute of the
+factory or of the module it returns (default ``(1, 3, 224, 224)``), and the
+small shape for fast tests from ``test_input_shape`` (default: the input
+shape). Or call :func:`register` from your own code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from opss.errors import ModelNotFoundError, ShapeMismatchError
+
+__all__ = [
+    "ModelSpec",
+    "example_input",
+    "fingerprint",
+    "get_model",
+    "get_spec",
+    "names",
+    "register",
+]
+
+IMAGENET_SHAPE = (1, 3, 224, 224)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model: its name, the input shape it is meant for, the
+    smallest shape that keeps every layer valid (fast tests), a description,
+    the factory and, optionally, the module classes that are blocks at
+    ``granularity="block"`` (None: the generic rule of :mod:`opss.graph`)."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    test_input_shape: tuple[int, ...]
+    description: str
+    factory: Callable[[], nn.Module]
+    block_types: tuple[type, ...] | None = None
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    input_shape: Sequence[int] = IMAGENET_SHAPE,
+    test_input_shape: Sequence[int] | None = None,
+    description: str = "",
+    block_types: Sequence[type] | None = None,
+) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Decorator registering a factory ``f() -> nn.Module`` under ``name``."""
+
+    def deco(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            input_shape=tuple(input_shape),
+            test_input_shape=tuple(test_input_shape or input_shape),
+            description=description or (factory.__doc__ or "").strip().split("\n")[0],
+            factory=factory,
+            block_types=tuple(block_types) if block_types is not None else None,
+        )
+        return factory
+
+    return deco
+
+
+def names() -> list[str]:
+    """Registered model names (sorted)."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a zoo name or a ``package.module:factory`` path."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        return _user_spec(name)
+    raise ModelNotFoundError(
+        f"unknown model {name!r}: expected one of {', '.join(names())} "
+        f"or an import path 'package.module:factory'"
+    )
+
+
+def _user_spec(name: str) -> ModelSpec:
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            f"model {name!r}: cannot import module {module_name!r} ({exc})"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelNotFoundError(
+            f"model {name!r}: expected a callable {attr!r} in {module_name}, got "
+            f"{type(factory).__name__ if factory is not None else 'nothing'}"
+        )
+    shape = tuple(getattr(factory, "input_shape", IMAGENET_SHAPE))
+    return ModelSpec(
+        name=name,
+        input_shape=shape,
+        test_input_shape=tuple(getattr(factory, "test_input_shape", shape)),
+        description=(factory.__doc__ or "").strip().split("\n")[0],
+        factory=factory,
+        block_types=getattr(factory, "block_types", None),
+    )
+
+
+def get_model(name: str, seed: int = 0, weights: str | os.PathLike | None = None) -> nn.Module:
+    """Build model ``name`` in eval mode, initialized from ``seed`` or loaded
+    from the state-dict file ``weights``."""
+    spec = get_spec(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.factory()
+    if not isinstance(model, nn.Module):
+        raise ModelNotFoundError(
+            f"model {name!r}: expected the factory to return an nn.Module, "
+            f"got {type(model).__name__}"
+        )
+    if weights is not None:
+        load_weights(model, weights, name)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, name: str = "model") -> None:
+    """Load a state dict file into ``model``; any missing or unexpected key or a
+    shape mismatch is one clear error line."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelNotFoundError(f"weights for {name!r}: file {path!r} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors of many kinds
+        raise ShapeMismatchError(
+            f"weights for {name!r}: cannot read {path!r} as a state dict ({exc})"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ShapeMismatchError(
+            f"weights for {name!r}: expected a state dict in {path!r}, got {type(state).__name__}"
+        )
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ShapeMismatchError(
+            f"weights {path!r} do not fit model {name!r}: "
+            f"missing keys {_few(missing)}, unexpected keys {_few(unexpected)}"
+        )
+    for k, t in own.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise ShapeMismatchError(
+                f"weights {path!r} for model {name!r}: {k} expected shape "
+                f"{tuple(t.shape)}, got {tuple(state[k].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return "[]"
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return "[" + ", ".join(keys[:n]) + "]" + more
+
+
+def example_input(name: str, small: bool = False, seed: int = 0) -> torch.Tensor:
+    """A seeded standard-normal input of the model's (or its test) shape."""
+    spec = get_spec(name)
+    shape = spec.test_input_shape if small else spec.input_shape
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 (hex) over (name, dtype, shape, raw bytes) of every state-dict
+    entry, in order: identifies the exact weights of a model."""
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(key.encode() + b"\0")
+        h.update(str(flat.dtype).encode() + b"\0")
+        h.update(repr(tuple(tensor.shape)).encode() + b"\0")
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()
+
+
+# importing the zoo modules registers them
+from opss.models import _torchvision, alexnet_parallel, multistream, randwire  # noqa: E402,F401
