@@ -1,0 +1,520 @@
+"""Planners: a model, two profiles and a link in; the cut, the client order and a predicted latency out.
+
+Strategies, all on the same :class:`~opss.latency.PlanGraph`, costs and link
+(the latency model is :mod:`opss.latency`):
+
+``lo``
+    local only: the whole model on the client, nothing uploaded.
+``co``
+    cloud only: the client uploads the input, the server runs everything.
+``po``
+    partition only (the seed's baseline, DADS / Zhang et al. 2020): the cut
+    minimizing the latency *without* overlap, ``sum f + sum g + sum s +
+    reply``, found by a minimum s-t cut (:mod:`opss.mincut`; the exhaustive
+    prefix scan of Neurosurgeon on chains). Executed without overlap: every
+    client layer in topological order, then the uploads one after another.
+``opss``
+    ``po``'s cut with the best pipelined client order (the seed's scheme):
+    :func:`opss.sched.schedule` (``auto``: exact when it fits its budget)
+    minimizes the client makespan. The server may start earlier on some
+    tensors in the ``po`` upload order, so that order (pipelined) is also
+    evaluated and the order with the least predicted *total* wins; hence
+    ``opss <= po`` always. ``optimal_order`` says whether the chosen order is
+    proven to minimize the client makespan.
+``joint``
+    cut and order together for the least pipelined latency. Candidate
+    client sets: ``lo``, ``co``, ``po`` and the min-cuts with the upload
+    costs scaled by ``λ`` (``λ < 1`` favours cuts whose uploads the
+    pipeline can hide). Each is screened with a fast pipelined order (cut
+    vertices in Johnson order, each preceded by its missing ancestors) and
+    the full latency model; the best few are improved by a local search
+    over adding one server vertex whose inputs are all on the client or
+    removing one client vertex that no client vertex needs; the finalists
+    get the ``opss.sched`` scheduler. The ``opss`` plan is always a
+    candidate, so ``joint <= opss``.
+
+``client_slowdown`` multiplies every client time ``f`` (model a Pi-class
+client from a PC profile). The core (this module, :mod:`opss.latency`,
+:mod:`opss.mincut`) imports no torch; :func:`plan_model` captures the model
+and loads the profiles (torch) on demand.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opss.errors import OpssError, ProfileError
+from opss.latency import PlanGraph, Prediction, _assemble, _check_costs, arrival_times, cut_of
+from opss.link import LinkModel
+from opss.mincut import best_prefix, min_cut_partition
+
+__all__ = [
+    "STRATEGIES",
+    "Plan",
+    "PlanGraph",
+    "Prediction",
+    "plan",
+    "plan_all",
+    "plan_for_client_set",
+    "plan_model",
+    "plans_to_json",
+]
+
+STRATEGIES: tuple[str, ...] = ("lo", "co", "po", "opss", "joint")
+
+#: upload-cost scales tried by ``joint`` (1.0 is the ``po`` cut itself)
+LAMBDAS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One strategy's plan: client set, cut, client order and predicted latency.
+
+    ``client`` and ``cut`` are in topological order; ``cut`` follows
+    :func:`opss.split.cut_points` (local only: ``(output_id,)``, nothing
+    uploaded); ``cut_bytes`` counts the bytes that cross the link.
+    ``pipelined`` is False for ``po`` (compute all, then upload).
+    """
+
+    strategy: str
+    client: tuple[str, ...]
+    cut: tuple[str, ...]
+    cut_bytes: int
+    order: tuple[str, ...]
+    predicted: Prediction
+    seconds_to_plan: float
+    optimal_order: bool
+    pipelined: bool = True
+    client_slowdown: float = 1.0
+    link: LinkModel | None = field(default=None, compare=False)
+
+    @property
+    def total(self) -> float:
+        return self.predicted.total
+
+    def __repr__(self) -> str:
+        p = self.predicted
+        return (f"Plan({self.strategy}: {len(self.client)} client vertices, cut={list(self.cut)}, "
+                f"{self.cut_bytes} B, total={p.total * 1e3:.3f}ms [client {p.client_compute * 1e3:.3f}, "
+                f"upload {p.upload * 1e3:.3f} (hidden {p.hidden_upload * 1e3:.3f}), server {p.server * 1e3:.3f}, "
+                f"reply {p.reply * 1e3:.3f}], optimal_order={self.optimal_order}, "
+                f"planned in {self.seconds_to_plan * 1e3:.2f}ms)")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "strategy": self.strategy,
+            "client": list(self.client),
+            "cut": list(self.cut),
+            "cut_bytes": self.cut_bytes,
+            "order": list(self.order),
+            "predicted": self.predicted.to_json(),
+            "seconds_to_plan": self.seconds_to_plan,
+            "optimal_order": self.optimal_order,
+            "pipelined": self.pipelined,
+            "client_slowdown": self.client_slowdown,
+        }
+        if self.link is not None:
+            out["link"] = self.link.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        try:
+            return cls(
+                strategy=str(data["strategy"]),
+                client=tuple(data["client"]),
+                cut=tuple(data["cut"]),
+                cut_bytes=int(data["cut_bytes"]),
+                order=tuple(data["order"]),
+                predicted=Prediction.from_json(data["predicted"]),
+                seconds_to_plan=float(data["seconds_to_plan"]),
+                optimal_order=bool(data["optimal_order"]),
+                pipelined=bool(data.get("pipelined", True)),
+                client_slowdown=float(data.get("client_slowdown", 1.0)),
+                link=LinkModel.from_json(data["link"]) if data.get("link") else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OpssError(f"plan JSON: expected the keys of Plan.to_json, got error {exc!r}") from None
+
+
+# ---------------------------------------------------------------------------
+# costs
+
+
+def _costs(profile: Any, graph: PlanGraph, what: str, scale: float = 1.0) -> dict[str, float]:
+    """Seconds per vertex from a mapping or a profile table (``.costs(graph)`` / ``.medians``)."""
+    if hasattr(profile, "costs_for"):
+        table = profile.costs_for(graph)
+    elif isinstance(profile, Mapping):
+        table = profile
+    else:
+        raise ProfileError(f"{what} profile: expected a mapping id -> seconds or a Profile, got {type(profile).__name__}")
+    out = {}
+    for v in graph.ids:
+        x = table.get(v)
+        if x is None and v == graph.input_id:
+            x = 0.0
+        out[v] = x
+    _check_costs(graph, out, what)
+    return {v: float(x) * scale for v, x in out.items()}
+
+
+class _Ctx:
+    """Everything one planning call shares: graph, costs, per-vertex upload times."""
+
+    def __init__(self, graph, f, s, link, downlink, client_slowdown, method, sched_opts):
+        self.graph = graph
+        self.f = f
+        self.s = s
+        self.link = link
+        self.downlink = downlink if downlink is not None else link
+        self.slowdown = client_slowdown
+        self.method = method
+        self.sched_opts = sched_opts
+        self.g_all = {v: link.g(graph.nbytes[v]) for v in graph.ids}
+        self.reply = self.downlink.g(graph.nbytes[graph.output_id])
+        self._anc: dict[str, frozenset[str]] = {}
+        for v in graph.ids:
+            acc = set()
+            for p in graph.preds(v):
+                acc.add(p)
+                acc |= self._anc[p]
+            self._anc[v] = frozenset(acc)
+
+    def g_for(self, uploads: Iterable[str]) -> dict[str, float]:
+        return {v: self.g_all[v] for v in uploads}
+
+    def evaluate(self, client: frozenset[str], order: Sequence[str], *, pipelined: bool = True) -> Prediction:
+        _, uploads = cut_of(self.graph, client)
+        g = self.g_for(uploads)
+        arrivals, end = arrival_times(order, self.f, g, pipelined=pipelined)
+        return _assemble(self.graph, client, uploads, arrivals, end, self.f, self.s, g, self.downlink)
+
+    def topo_order(self, client: frozenset[str]) -> tuple[str, ...]:
+        return self.graph.topo_sorted(client)
+
+    def greedy_order(self, client: frozenset[str]) -> tuple[str, ...]:
+        """Cut vertices in Johnson order (upload-heavy first by ascending compute, then
+        compute-heavy by descending upload), each preceded by its missing ancestors."""
+        _, uploads = cut_of(self.graph, client)
+        if not uploads:
+            return self.topo_order(client)
+        jobs = []
+        for p in uploads:
+            fp = self.f[p] + sum(self.f[a] for a in self._anc[p])
+            jobs.append((p, fp, self.g_all[p]))
+        heavy = sorted((j for j in jobs if j[1] < j[2]), key=lambda j: (j[1], self.graph.index(j[0])))
+        light = sorted((j for j in jobs if j[1] >= j[2]), key=lambda j: (-j[2], self.graph.index(j[0])))
+        done: set[str] = set()
+        order: list[str] = []
+        for p, _, _ in heavy + light:
+            need = [a for a in self._anc[p] if a not in done]
+            need.sort(key=self.graph.index)
+            need.append(p)
+            for v in need:
+                if v not in done:
+                    done.add(v)
+                    order.append(v)
+        rest = [v for v in self.topo_order(client) if v not in done]
+        return tuple(order) + tuple(rest)
+
+    def schedule(self, client: frozenset[str]):
+        from opss.sched import SchedGraph, schedule
+
+        _, uploads = cut_of(self.graph, client)
+        g = self.g_for(uploads)
+        sg = SchedGraph(
+            [(v, self.f[v], g.get(v, 0.0)) for v in self.topo_order(client)],
+            [(u, w) for u, w in self.graph.edges if u in client and w in client],
+        )
+        return sg, schedule(sg, method=self.method, **self.sched_opts)
+
+
+def _make_plan(ctx: _Ctx, strategy: str, client: frozenset[str], order: Sequence[str], *,
+               pipelined: bool, optimal: bool, t0: float, extra: float = 0.0) -> Plan:
+    cut, uploads = cut_of(ctx.graph, client)
+    pred = ctx.evaluate(client, order, pipelined=pipelined)
+    return Plan(
+        strategy=strategy,
+        client=ctx.topo_order(client),
+        cut=cut,
+        cut_bytes=sum(ctx.graph.nbytes[v] for v in uploads),
+        order=tuple(order),
+        predicted=pred,
+        seconds_to_plan=time.perf_counter() - t0 + extra,
+        optimal_order=optimal,
+        pipelined=pipelined,
+        client_slowdown=ctx.slowdown,
+        link=ctx.link,
+    )
+
+
+# ---------------------------------------------------------------------------
+# strategies
+
+
+def _lo(ctx: _Ctx) -> Plan:
+    t0 = time.perf_counter()
+    client = frozenset(ctx.graph.ids)
+    # nothing is uploaded: every order has makespan sum f, the topological one is optimal
+    return _make_plan(ctx, "lo", client, ctx.topo_order(client), pipelined=True, optimal=True, t0=t0)
+
+
+def _co(ctx: _Ctx) -> Plan:
+    t0 = time.perf_counter()
+    client = frozenset([ctx.graph.input_id])
+    return _make_plan(ctx, "co", client, (ctx.graph.input_id,), pipelined=True, optimal=True, t0=t0)
+
+
+def _po_client(ctx: _Ctx, scale: float = 1.0) -> frozenset[str]:
+    graph = ctx.graph
+    g = {v: scale * ctx.g_all[v] for v in graph.ids}
+    if graph.is_chain():
+        client, _ = best_prefix(graph.ids, ctx.f, ctx.s, g, ctx.reply)
+    else:
+        client, _ = min_cut_partition(graph.ids, graph.edges, ctx.f, ctx.s, g,
+                                      graph.input_id, graph.output_id, ctx.reply)
+    return client
+
+
+def _po(ctx: _Ctx) -> Plan:
+    t0 = time.perf_counter()
+    client = _po_client(ctx)
+    # no overlap: the order only fixes the upload sequence; topological, like the seed
+    return _make_plan(ctx, "po", client, ctx.topo_order(client), pipelined=False, optimal=False, t0=t0)
+
+
+def _best_order(ctx: _Ctx, client: frozenset[str], extra_orders: Sequence[Sequence[str]] = ()):
+    """The scheduler's order vs. the given ones, by predicted total; returns (order, optimal, pred)."""
+    from opss.sched import makespan
+
+    sg, res = ctx.schedule(client)
+    best = (tuple(res.order), ctx.evaluate(client, res.order))
+    for order in extra_orders:
+        pred = ctx.evaluate(client, order)
+        if pred.total < best[1].total - 1e-15:
+            best = (tuple(order), pred)
+    order, pred = best
+    optimal = bool(res.optimal) and makespan(sg, order) <= res.makespan * (1 + 1e-12) + 1e-15
+    return order, optimal, pred
+
+
+def _opss(ctx: _Ctx, po: Plan | None = None) -> Plan:
+    t0 = time.perf_counter()
+    if po is None:
+        po = _po(ctx)
+    client = frozenset(po.client)
+    order, optimal, _ = _best_order(ctx, client, [po.order])
+    return _make_plan(ctx, "opss", client, order, pipelined=True, optimal=optimal, t0=t0,
+                      extra=po.seconds_to_plan)
+
+
+def _local_moves(ctx: _Ctx, client: frozenset[str]) -> list[frozenset[str]]:
+    graph = ctx.graph
+    out = []
+    for v in graph.ids:
+        if v in client:
+            if v != graph.input_id and all(w not in client for w in graph.succs(v)):
+                out.append(client - {v})
+        elif all(p in client for p in graph.preds(v)):
+            out.append(client | {v})
+    return out
+
+
+def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, max_evals: int = 600) -> Plan:
+    t0 = time.perf_counter()
+    graph = ctx.graph
+    if opss_plan is None:
+        opss_plan = _opss(ctx)
+    base_time = opss_plan.seconds_to_plan
+    t1 = time.perf_counter()
+
+    screened: dict[frozenset[str], float] = {}
+
+    def screen(client: frozenset[str]) -> float:
+        got = screened.get(client)
+        if got is None:
+            got = ctx.evaluate(client, ctx.greedy_order(client)).total
+            screened[client] = got
+        return got
+
+    seeds = {frozenset(graph.ids), frozenset([graph.input_id]), frozenset(opss_plan.client)}
+    for lam in LAMBDAS:
+        seeds.add(_po_client(ctx, lam))
+    for c in seeds:
+        screen(c)
+    # local search from the best few seeds: steepest descent over one-vertex moves
+    starts = sorted(seeds, key=lambda c: (screened[c], len(c)))[:keep]
+    evals = 0
+    for start in starts:
+        cur, cur_cost = start, screened[start]
+        while evals < max_evals:
+            best_move, best_cost = None, cur_cost
+            for cand in _local_moves(ctx, cur):
+                if cand not in screened:
+                    evals += 1
+                cost = screen(cand)
+                if cost < best_cost - 1e-12:
+                    best_move, best_cost = cand, cost
+            if best_move is None:
+                break
+            cur, cur_cost = best_move, best_cost
+    finalists = sorted(screened, key=lambda c: (screened[c], len(c)))[:keep]
+    best = opss_plan
+    for client in finalists:
+        if client == frozenset(opss_plan.client):
+            continue
+        order, optimal, pred = _best_order(ctx, client, [ctx.greedy_order(client), ctx.topo_order(client)])
+        if pred.total < best.total - 1e-12:
+            best = _make_plan(ctx, "joint", client, order, pipelined=True, optimal=optimal, t0=t1)
+    elapsed = time.perf_counter() - t0 + base_time
+    return Plan(
+        strategy="joint", client=best.client, cut=best.cut, cut_bytes=best.cut_bytes, order=best.order,
+        predicted=best.predicted, seconds_to_plan=elapsed, optimal_order=best.optimal_order,
+        pipelined=True, client_slowdown=ctx.slowdown, link=ctx.link,
+    )
+
+
+# ---------------------------------------------------------------------------
+# entry points
+
+
+def _context(graph, client_profile, server_profile, link, client_slowdown, downlink, method, sched_opts) -> _Ctx:
+    if not isinstance(graph, PlanGraph):
+        graph = PlanGraph.from_layer_graph(graph)
+    if not (isinstance(client_slowdown, (int, float)) and math.isfinite(client_slowdown) and client_slowdown > 0):
+        raise OpssError(f"client_slowdown: expected a finite factor > 0, got {client_slowdown!r}")
+    f = _costs(client_profile, graph, "client", float(client_slowdown))
+    s = _costs(server_profile, graph, "server")
+    return _Ctx(graph, f, s, link, downlink, float(client_slowdown), method, dict(sched_opts))
+
+
+def plan_all(
+    graph: PlanGraph | Any,
+    client_profile: Mapping[str, float] | Any,
+    server_profile: Mapping[str, float] | Any,
+    link: LinkModel,
+    strategies: Iterable[str] = STRATEGIES,
+    *,
+    client_slowdown: float = 1.0,
+    downlink: LinkModel | None = None,
+    method: str = "auto",
+    **sched_opts: Any,
+) -> dict[str, Plan]:
+    """Plan several strategies on the same graph and costs; returns ``{strategy: Plan}``.
+
+    ``graph`` is a :class:`PlanGraph` or a LayerGraph; the profiles map vertex
+    ids to seconds (or are :class:`opss.profile.Profile` tables); ``link`` is
+    the uplink; ``downlink`` defaults to it. ``method`` and ``sched_opts`` go
+    to :func:`opss.sched.schedule`. Each plan's ``seconds_to_plan`` includes
+    the work it depends on (``opss`` includes ``po``; ``joint`` includes both).
+    """
+    wanted = list(dict.fromkeys(strategies))
+    for name in wanted:
+        if name not in STRATEGIES:
+            raise OpssError(f"strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
+    ctx = _context(graph, client_profile, server_profile, link, client_slowdown, downlink, method, sched_opts)
+    out: dict[str, Plan] = {}
+    po = opss_plan = None
+    for name in wanted:
+        if name == "lo":
+            out[name] = _lo(ctx)
+        elif name == "co":
+            out[name] = _co(ctx)
+        else:
+            if po is None:
+                po = _po(ctx)
+            if name == "po":
+                out[name] = po
+                continue
+            if opss_plan is None:
+                opss_plan = _opss(ctx, po)
+            out[name] = opss_plan if name == "opss" else _joint(ctx, opss_plan)
+    return out
+
+
+def plan(
+    graph: PlanGraph | Any,
+    client_profile: Mapping[str, float] | Any,
+    server_profile: Mapping[str, float] | Any,
+    link: LinkModel,
+    strategy: str = "opss",
+    *,
+    client_slowdown: float = 1.0,
+    downlink: LinkModel | None = None,
+    method: str = "auto",
+    **sched_opts: Any,
+) -> Plan:
+    """Plan one strategy (``lo``, ``co``, ``po``, ``opss`` or ``joint``); see :func:`plan_all`."""
+    return plan_all(graph, client_profile, server_profile, link, [strategy], client_slowdown=client_slowdown,
+                    downlink=downlink, method=method, **sched_opts)[strategy]
+
+
+def plan_for_client_set(
+    graph: PlanGraph | Any,
+    client: Iterable[str],
+    client_profile: Mapping[str, float] | Any,
+    server_profile: Mapping[str, float] | Any,
+    link: LinkModel,
+    *,
+    client_slowdown: float = 1.0,
+    downlink: LinkModel | None = None,
+    method: str = "auto",
+    **sched_opts: Any,
+) -> Plan:
+    """The best pipelined order for a given client set (strategy ``"given"``)."""
+    t0 = time.perf_counter()
+    ctx = _context(graph, client_profile, server_profile, link, client_slowdown, downlink, method, sched_opts)
+    cset = ctx.graph.check_client_set(client)
+    order, optimal, _ = _best_order(ctx, cset, [ctx.topo_order(cset)])
+    return _make_plan(ctx, "given", cset, order, pipelined=True, optimal=optimal, t0=t0)
+
+
+def plans_to_json(model: str, link: LinkModel, plans: Mapping[str, Plan], **extra: Any) -> dict[str, Any]:
+    """The ``opss plan --json`` document: ``{"model", "link": {"c", "b"}, "strategies": {...}}``."""
+    doc: dict[str, Any] = {"model": model, "link": {"c": link.c, "b": link.b}}
+    doc.update(extra)
+    doc["strategies"] = {name: p.to_json() for name, p in plans.items()}
+    return doc
+
+
+def plan_model(
+    model: str,
+    link: LinkModel,
+    strategies: Iterable[str] | str = STRATEGIES,
+    *,
+    granularity: str = "layer",
+    client_profile: Any = None,
+    server_profile: Any = None,
+    client_slowdown: float = 1.0,
+    downlink: LinkModel | None = None,
+    method: str = "auto",
+    build_missing: bool = True,
+    progress: bool = True,
+    **sched_opts: Any,
+) -> tuple[PlanGraph, dict[str, Plan]]:
+    """Capture a zoo (or ``package.module:factory``) model, look up its profiles and plan.
+
+    ``client_profile``/``server_profile`` default to this machine's client
+    and server roles (:func:`opss.profile.load_or_build_profile`; built on
+    the spot with a progress bar when missing and ``build_missing``).
+    Returns the planner's graph and ``{strategy: Plan}``. Imports torch.
+    """
+    from opss.profile import capture_model, load_or_build_profile
+
+    if isinstance(strategies, str):
+        strategies = STRATEGIES if strategies == "all" else [strategies]
+    lg = capture_model(model, granularity=granularity)
+    graph = PlanGraph.from_layer_graph(lg)
+    if client_profile is None:
+        client_profile = load_or_build_profile(model, role="client", build_missing=build_missing, progress=progress)
+    if server_profile is None:
+        server_profile = load_or_build_profile(model, role="server", build_missing=build_missing, progress=progress)
+    plans = plan_all(graph, client_profile, server_profile, link, strategies, client_slowdown=client_slowdown,
+                     downlink=downlink, method=method, **sched_opts)
+    return graph, plans
+
