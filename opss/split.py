@@ -1,0 +1,368 @@
+"""Exact client/server splits of a captured model.
+
+A partition is the client set ``S`` of vertices of a :class:`~opss.graph.LayerGraph`,
+closed under predecessors and containing the input vertex. Its cut-points are
+the client vertices whose output a server vertex needs, plus the output vertex
+when it is on the client. ``split(graph, S)`` returns a :class:`ClientPart`
+that runs the client vertices one at a time in any valid order and hands each
+cut tensor out as soon as it exists, and a :class:`ServerPart` that takes the
+cut tensors (all at once, or one by one through a :class:`ServerSession` that
+runs every server vertex as soon as its inputs have arrived) and returns the
+model output. Local-only (``S`` = every vertex, cut = ``(output_id,)``) and
+cloud-only (``S = {input_id}``, cut = ``(input_id,)``) are ordinary cases.
+
+The oracle, tested for every zoo model::
+
+    split.server.run(split.client.run(x)) == model(x)   # torch.testing.assert_close
+
+Both parts execute the captured fx ``GraphModule``'s nodes with an
+``fx.Interpreter`` whose environment maps each fx node to its value; a vertex
+runs all its members. Constants (parameters, buffers and input-independent
+computations) are evaluated once per part. The captured graph has every
+in-place op made out-of-place (:func:`opss.graph.clear_inplace`), so a tensor
+the client hands out is never mutated later by the client and the server never
+mutates a tensor it was given. Both parts run under ``torch.no_grad()`` and keep
+the model's ``eval()`` semantics.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from opss.errors import PartitionError, ShapeMismatchError
+from opss.graph import LayerGraph
+
+__all__ = [
+    "ClientPart",
+    "ServerPart",
+    "ServerSession",
+    "Split",
+    "Step",
+    "closure_check",
+    "cut_points",
+    "resolve_client_set",
+    "split",
+]
+
+
+# ---------------------------------------------------------------------------
+# partitions
+# ---------------------------------------------------------------------------
+def resolve_client_set(graph: LayerGraph, client_set: Iterable[str]) -> frozenset[str]:
+    """Vertex ids from names that are vertex ids or module paths (a module name
+    selects every vertex with a member inside that module)."""
+    out: set[str] = set()
+    for name in client_set:
+        if name in graph:
+            out.add(name)
+            continue
+        inside = graph.vertices_in_module(name)
+        if not inside:
+            raise PartitionError(
+                f"client set names {name!r}: expected a vertex id or a module path of "
+                f"{graph.model!r} ({graph.granularity} graph), got neither"
+            )
+        out.update(inside)
+    return frozenset(out)
+
+
+def closure_check(graph: LayerGraph, client_set: Iterable[str]) -> None:
+    """Raise :class:`PartitionError` unless ``client_set`` (vertex ids) contains
+    the input vertex and every predecessor of each of its vertices."""
+    s = set(client_set)
+    for v in s:
+        graph.node(v)
+    if graph.input_id not in s:
+        raise PartitionError(
+            f"client set of {graph.model!r} must contain the input vertex {graph.input_id!r}"
+        )
+    for v in graph.ids:  # topological: the first offender is the earliest
+        if v not in s:
+            continue
+        for u in graph.preds(v):
+            if u not in s:
+                raise PartitionError(
+                    f"client set of {graph.model!r} is not closed under predecessors: "
+                    f"client vertex {v!r} needs {u!r}, expected it in the client set"
+                )
+
+
+def cut_points(graph: LayerGraph, client_set: Iterable[str]) -> tuple[str, ...]:
+    """Client vertices whose output a server vertex needs, plus the output
+    vertex when it is on the client; in the graph's topological order. A
+    residual block's frontier includes the skip tensor's producer."""
+    s = resolve_client_set(graph, client_set)
+    closure_check(graph, s)
+    return tuple(
+        v
+        for v in graph.ids
+        if v in s and (v == graph.output_id or any(w not in s for w in graph.succs(v)))
+    )
+
+
+# ---------------------------------------------------------------------------
+# execution
+# ---------------------------------------------------------------------------
+class _Runner(fx.Interpreter):
+    """Runs chosen fx nodes of a GraphModule against an explicit environment."""
+
+    def __init__(self, gm: fx.GraphModule, consts: dict[fx.Node, Any]) -> None:
+        super().__init__(gm, garbage_collect_values=False)
+        self.env = dict(consts)
+
+    def run_members(self, nodes: Sequence[fx.Node], x: torch.Tensor | None = None) -> Any:
+        value = None
+        for n in nodes:
+            if n.op == "placeholder":
+                value = x
+            else:
+                value = self.run_node(n)
+            self.env[n] = value
+        return value
+
+
+def _constants(gm: fx.GraphModule, graph: LayerGraph) -> dict[fx.Node, Any]:
+    """Values of the input-independent fx nodes (get_attr, f(parameters), ...)."""
+    info = graph._info
+    runner = _Runner(gm, {})
+    const_nodes = [n for n in gm.graph.nodes if n.op != "output" and info[n.name].const]
+    with torch.no_grad():
+        runner.run_members(const_nodes)
+    return {n: runner.env[n] for n in const_nodes}
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the client did: ran vertex ``node``; ``cut_outputs`` are the cut
+    tensors it produced (``{node: tensor}`` when ``node`` is a cut-point)."""
+
+    node: str
+    cut_outputs: dict[str, torch.Tensor]
+
+    def __repr__(self) -> str:
+        cuts = ", ".join(f"{k}: {tuple(t.shape)}" for k, t in self.cut_outputs.items())
+        return f"Step(node={self.node!r}, cut_outputs={{{cuts}}})"
+
+
+class ClientPart:
+    """The client's share: vertices ``vertices`` (topological order), cut ``cut``."""
+
+    def __init__(self, graph: LayerGraph, vertices: tuple[str, ...], cut: tuple[str, ...]) -> None:
+        from opss.sched import SchedGraph
+
+        self.graph = graph
+        self.vertices = vertices
+        self.cut = cut
+        self._cut = frozenset(cut)
+        keep = set(vertices)
+        self.sched_graph = SchedGraph(
+            [(v, 0.0, 0.0) for v in vertices],
+            [(u, v) for u, v in graph.edges if u in keep and v in keep],
+        )
+        nodes = {n.name: n for n in graph.gm.graph.nodes}
+        self._members = {v: [nodes[m] for m in graph.node(v).members] for v in vertices}
+        self._out = {v: nodes[graph.output_node[v]] for v in vertices}
+        self._consts = _constants(graph.gm, graph)
+
+    def __repr__(self) -> str:
+        return f"ClientPart(model={self.graph.model!r}, vertices={len(self.vertices)}, cut={self.cut})"
+
+    def validate(self, order: Sequence[str] | None) -> tuple[str, ...]:
+        """The order to run: default the topological order; ``order`` may omit
+        the input vertex (it runs first). Raises InfeasibleOrderError."""
+        from opss.sched import validate_order
+
+        if order is None:
+            return self.vertices
+        seq = tuple(order)
+        if self.graph.input_id not in seq:
+            seq = (self.graph.input_id, *seq)
+        return validate_order(self.sched_graph, seq)
+
+    def steps(self, x: torch.Tensor, order: Sequence[str] | None = None) -> Iterator[Step]:
+        """Run the client vertices in ``order``, yielding a :class:`Step` after
+        each; cut tensors are handed out as soon as they are produced."""
+        seq = self.validate(order)
+        runner = _Runner(self.graph.gm, self._consts)
+        for v in seq:
+            with torch.no_grad():
+                runner.run_members(self._members[v], x)
+                out = runner.env[self._out[v]]
+            yield Step(v, {v: out} if v in self._cut else {})
+
+    def run(self, x: torch.Tensor, order: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """All cut tensors, keyed by cut id in cut order."""
+        got: dict[str, torch.Tensor] = {}
+        for step in self.steps(x, order):
+            got.update(step.cut_outputs)
+        return {c: got[c] for c in self.cut}
+
+
+class ServerPart:
+    """The server's share: vertices ``vertices`` (topological order), fed by ``cut``."""
+
+    def __init__(self, graph: LayerGraph, vertices: tuple[str, ...], cut: tuple[str, ...]) -> None:
+        self.graph = graph
+        self.vertices = vertices
+        self.cut = cut
+        nodes = {n.name: n for n in graph.gm.graph.nodes}
+        self._members = {v: [nodes[m] for m in graph.node(v).members] for v in vertices}
+        self._out = {v: nodes[graph.output_node[v]] for v in (*cut, *vertices)}
+        keep = set(vertices)
+        self._preds = {v: tuple(graph.preds(v)) for v in vertices}
+        self._succs = {
+            v: tuple(w for w in graph.succs(v) if w in keep) for v in (*cut, *vertices)
+        }
+        self._pos = {v: i for i, v in enumerate(graph.ids)}
+        self._consts = _constants(graph.gm, graph)
+
+    def __repr__(self) -> str:
+        return f"ServerPart(model={self.graph.model!r}, vertices={len(self.vertices)}, cut={self.cut})"
+
+    @property
+    def inputs(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """What the server expects: ``{cut id: (shape, dtype)}``, dtype like ``"float32"``."""
+        return {c: (self.graph.node(c).shape, self.graph.node(c).dtype) for c in self.cut}
+
+    def session(self) -> ServerSession:
+        return ServerSession(self)
+
+    def run(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The model output from every cut tensor."""
+        missing = [c for c in self.cut if c not in tensors]
+        if missing:
+            raise PartitionError(
+                f"server part of {self.graph.model!r}: missing cut tensor(s) {missing}, "
+                f"expected {list(self.cut)}"
+            )
+        extra = [k for k in tensors if k not in self._out or k not in self.cut]
+        if extra:
+            raise PartitionError(
+                f"server part of {self.graph.model!r}: unexpected tensor(s) {extra}, "
+                f"expected only {list(self.cut)}"
+            )
+        sess = self.session()
+        for c in self.cut:
+            sess.feed(c, tensors[c])
+        return sess.result()
+
+
+class ServerSession:
+    """Incremental server execution: ``feed`` cut tensors in arrival order;
+    each feed runs every server vertex whose inputs have all arrived."""
+
+    def __init__(self, part: ServerPart) -> None:
+        self.part = part
+        self._runner = _Runner(part.graph.gm, part._consts)
+        self._have: set[str] = set()
+        self._waiting = {v: len(ps) for v, ps in part._preds.items()}
+        self._ready = [(part._pos[v], v) for v, n in self._waiting.items() if n == 0]
+        heapq.heapify(self._ready)
+        self.ran: list[str] = []
+
+    @property
+    def received(self) -> frozenset[str]:
+        return frozenset(c for c in self._have if c in self.part.inputs)
+
+    @property
+    def done(self) -> bool:
+        return self.part.graph.output_id in self._have
+
+    def feed(self, name: str, tensor: torch.Tensor) -> list[str]:
+        """Accept cut tensor ``name``; returns the vertex ids this call ran."""
+        part = self.part
+        spec = part.inputs.get(name)
+        if spec is None:
+            raise PartitionError(
+                f"server part of {part.graph.model!r}: unknown cut tensor {name!r}, "
+                f"expected one of {list(part.cut)}"
+            )
+        if name in self._have:
+            raise PartitionError(f"server part of {part.graph.model!r}: cut {name!r} fed twice")
+        shape, dtype = spec
+        got_dtype = str(tensor.dtype).removeprefix("torch.")
+        if tuple(tensor.shape) != tuple(shape) or got_dtype != dtype:
+            raise ShapeMismatchError(
+                f"cut tensor {name!r}: expected shape {tuple(shape)} {dtype}, "
+                f"got {tuple(tensor.shape)} {got_dtype}"
+            )
+        self._runner.env[part._out[name]] = tensor
+        return self._arrived(name)
+
+    def _arrived(self, name: str) -> list[str]:
+        part = self.part
+        self._have.add(name)
+        for w in part._succs[name]:
+            self._waiting[w] -= 1
+            if self._waiting[w] == 0:
+                heapq.heappush(self._ready, (part._pos[w], w))
+        ran: list[str] = []
+        while self._ready:
+            _, v = heapq.heappop(self._ready)
+            with torch.no_grad():
+                self._runner.run_members(part._members[v])
+            ran.append(v)
+            self._have.add(v)
+            for w in part._succs[v]:
+                self._waiting[w] -= 1
+                if self._waiting[w] == 0:
+                    heapq.heappush(self._ready, (part._pos[w], w))
+        self.ran.extend(ran)
+        return ran
+
+    def result(self) -> torch.Tensor:
+        """The model output; raises PartitionError if cut tensors are missing."""
+        if not self.done:
+            missing = [c for c in self.part.cut if c not in self._have]
+            raise PartitionError(
+                f"server result of {self.part.graph.model!r} not ready: "
+                f"waiting for cut tensor(s) {missing}"
+            )
+        return self._runner.env[self.part._out[self.part.graph.output_id]]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """A partition of a captured model into a client part and a server part."""
+
+    graph: LayerGraph
+    client_set: frozenset[str]
+    cut: tuple[str, ...]
+    client: ClientPart
+    server: ServerPart
+
+    def __repr__(self) -> str:
+        return (
+            f"Split(model={self.graph.model!r}, client={len(self.client_set)} vertices, "
+            f"server={len(self.server.vertices)} vertices, cut={self.cut})"
+        )
+
+    @property
+    def upload_bytes(self) -> int:
+        """Bytes of the cut tensors that cross the uplink (0 for local-only)."""
+        if self.cut == (self.graph.output_id,) and not self.server.vertices:
+            return 0
+        return sum(self.graph.node(c).bytes for c in self.cut)
+
+
+def split(graph: LayerGraph, client_set: Iterable[str]) -> Split:
+    """Split ``graph`` (with its fx GraphModule) at client set ``client_set``
+    (vertex ids and/or module names). Raises PartitionError on an unknown name,
+    a set without the input, or a set not closed under predecessors."""
+    s = resolve_client_set(graph, client_set)
+    cut = cut_points(graph, s)
+    client_vertices = tuple(v for v in graph.ids if v in s)
+    server_vertices = tuple(v for v in graph.ids if v not in s)
+    return Split(
+        graph=graph,
+        client_set=s,
+        cut=cut,
+        client=ClientPart(graph, client_vertices, cut),
+        server=ServerPart(graph, server_vertices, cut),
+    )
