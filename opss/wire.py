@@ -50,6 +50,7 @@ __all__ = [
     "dtype_to_proto",
     "encode_tensor",
     "itemsize",
+    "infer_requests",
     "iter_chunks",
     "tensor_bytes",
     "tensor_from_proto",
@@ -399,3 +400,25 @@ def tensor_to_proto(tensor: torch.Tensor):
 def tensor_from_proto(msg) -> torch.Tensor:
     """The tensor in an ``opss.v1.Tensor`` (checks its byte count)."""
     return decode_tensor(dtype_from_proto(msg.dtype), tuple(msg.shape), msg.data)
+
+
+def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequence[str] = (),
+                   cut: Sequence[str] = (), request_id: str = "", granularity: str = "layer",
+                   wire_dtype: str = "float32", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    """The ``opss.v1.InferRequest`` stream of one inference: ``open``, then every chunk.
+
+    ``tensors`` is an iterable of ``(cut id, tensor)`` consumed lazily, so a
+    generator fed by a compute thread streams each tensor as soon as it exists.
+    """
+    pb = _pb2()
+    if wire_dtype not in WIRE_DTYPES:
+        raise WireError(f"bad wire dtype: expected one of {list(WIRE_DTYPES)}, got {wire_dtype!r}")
+    gran = {"layer": pb.LAYER, "block": pb.BLOCK}.get(granularity)
+    if gran is None:
+        raise WireError(f"granularity: expected 'layer' or 'block', got {granularity!r}")
+    yield pb.InferRequest(open=pb.InferOpen(
+        request_id=request_id, model=model, fingerprint=fingerprint, client_set=list(client_set),
+        cut=list(cut), granularity=gran, wire_dtype=dtype_to_proto(wire_dtype)))
+    for name, tensor in tensors:
+        for chunk in iter_chunks(name, tensor, wire_dtype, chunk_bytes):
+            yield pb.InferRequest(chunk=chunk_to_proto(chunk))

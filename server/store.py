@@ -83,10 +83,8 @@ class ModelStore:
         from opss import models
 
         spec = models.get_spec(name)
-        model = models.get_model(name, seed=self.config.seed)
-        if name in self.config.weights:
-            state = torch.load(self.config.weights[name], map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+        # a weights file is read by the zoo with torch.load(weights_only=True), from local disk
+        model = models.get_model(name, seed=self.config.seed, weights=self.config.weights.get(name))
         model.eval()
         # The client computes its fingerprint on the CPU copy: do the same, before moving.
         fp = models.fingerprint(model)
