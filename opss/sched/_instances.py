@@ -121,16 +121,22 @@ def random_dag(n: int, seed: int, window: int | None = None, p_internal_cut: flo
     return SchedGraph(nodes, edges)
 
 
-def dnn_instance(seed: int) -> SchedGraph:
+def dnn_instance(seed: int, granularity: str = "layer") -> SchedGraph:
     """A DNN-shaped client graph (seeded): a stem, then 1-3 Inception-like modules.
 
     The stem is a chain of 3-5 layers; each module has 2-4 branches of 1-3
     layers; every module but the last ends in a concat layer; the client
     graph stops at the last module's branch ends, which are the cut-points.
+    With ``granularity="layer"`` every layer is a vertex (a DAG: branches
+    join at the concat); with ``"block"`` each module without a cut inside is
+    one vertex (its layers' compute summed), as the paper treats GoogLeNet,
+    which leaves a tree. The same seed gives the same costs in both.
     Times are in seconds, Raspberry-Pi-like: ``f`` 2-60 ms per layer; ``g``
     uploads a float32 map of 16-256 channels at 14x14 or 28x28 over 5.85
     Mbit/s plus 10 ms.
     """
+    if granularity not in ("layer", "block"):
+        raise ValueError(f"granularity must be 'layer' or 'block', got {granularity!r}")
     rng = random.Random(seed)
     nodes: list[tuple[str, float, float]] = []
     edges: list[tuple[str, str]] = []
@@ -149,6 +155,7 @@ def dnn_instance(seed: int) -> SchedGraph:
     side = rng.choice((14, 28))
     for m in range(modules):
         last = m == modules - 1
+        first_node, first_edge = len(nodes), len(edges)
         ends = []
         for b in range(rng.randint(2, 4)):
             src = prev
@@ -160,8 +167,15 @@ def dnn_instance(seed: int) -> SchedGraph:
                 edges.append((src, cur))
                 src = cur
             ends.append(src)
-        if not last:
-            cat = layer(f"m{m}cat")
-            edges.extend((e, cat) for e in ends)
-            prev = cat
+        if last:
+            break
+        cat = layer(f"m{m}cat")
+        edges.extend((e, cat) for e in ends)
+        if granularity == "block":
+            block_f = round(sum(f for _, f, _ in nodes[first_node:]), 4)
+            del nodes[first_node:], edges[first_edge:]
+            nodes.append((f"m{m}", block_f, 0.0))
+            edges.append((prev, f"m{m}"))
+            cat = f"m{m}"
+        prev = cat
     return SchedGraph(nodes, edges)
