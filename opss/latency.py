@@ -56,7 +56,7 @@ class PlanGraph:
     """
 
     __slots__ = ("_ids", "_index", "_edges", "_bytes", "_preds", "_succs", "input_id",
-                 "output_id", "model", "granularity", "__weakref__")
+                 "output_id", "model", "granularity", "_members", "__weakref__")
 
     def __init__(
         self,
@@ -68,6 +68,7 @@ class PlanGraph:
         *,
         model: str = "",
         granularity: str = "layer",
+        members: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         given = list(ids)
         pos = {v: i for i, v in enumerate(given)}
@@ -123,6 +124,8 @@ class PlanGraph:
         self.output_id = output_id
         self.model = model
         self.granularity = granularity
+        mem = members or {}
+        self._members = MappingProxyType({v: tuple(mem.get(v, ())) for v in topo})
 
     @classmethod
     def from_layer_graph(cls, graph: Any) -> PlanGraph:
@@ -135,6 +138,7 @@ class PlanGraph:
             graph.output_id,
             model=str(getattr(graph, "model", "") or ""),
             granularity=str(getattr(graph, "granularity", "layer")),
+            members={n.id: tuple(getattr(n, "members", ())) for n in graph.nodes},
         )
 
     @classmethod
@@ -145,15 +149,16 @@ class PlanGraph:
             nodes = data["nodes"]
             ids = [n["id"] for n in nodes]
             nbytes = {n["id"]: n["bytes"] for n in nodes}
+            members = {n["id"]: tuple(n.get("members", ())) for n in nodes}
             edges = [tuple(e) for e in data["edges"]]
         except (KeyError, TypeError) as exc:
             raise InvalidGraphError(f"graph JSON: expected nodes [{{id, bytes}}] and edges, got error {exc!r}") from None
         has_pred = {w for _, w in edges}
         has_succ = {u for u, _ in edges}
-        input_id = data.get("input_id") or _only([v for v in ids if v not in has_pred], "source")
-        output_id = data.get("output_id") or _only([v for v in ids if v not in has_succ], "sink")
+        input_id = data.get("input_id") or data.get("input") or _only([v for v in ids if v not in has_pred], "source")
+        output_id = data.get("output_id") or data.get("output") or _only([v for v in ids if v not in has_succ], "sink")
         return cls(ids, edges, nbytes, input_id, output_id,
-                   model=data.get("model", ""), granularity=data.get("granularity", "layer"))
+                   model=data.get("model", ""), granularity=data.get("granularity", "layer"), members=members)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,7 +166,7 @@ class PlanGraph:
             "granularity": self.granularity,
             "input_id": self.input_id,
             "output_id": self.output_id,
-            "nodes": [{"id": v, "bytes": self._bytes[v]} for v in self._ids],
+            "nodes": [{"id": v, "bytes": self._bytes[v], "members": list(self._members[v])} for v in self._ids],
             "edges": [list(e) for e in self._edges],
         }
 
@@ -177,6 +182,11 @@ class PlanGraph:
     @property
     def nbytes(self) -> Mapping[str, int]:
         return self._bytes
+
+    @property
+    def members(self) -> Mapping[str, tuple[str, ...]]:
+        """The fx node names inside each vertex (empty when unknown), for costing blocks."""
+        return self._members
 
     def index(self, v: str) -> int:
         return self._index[v]

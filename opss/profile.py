@@ -1,0 +1,580 @@
+"""Per-vertex latency tables ("profiles") of a model on one device.
+
+A profile gives, for every vertex of the model's layer graph
+(:func:`opss.graph.capture`, ``granularity="layer"``; the ids are the ones
+the planner and :mod:`opss.split` use), the median compute time over
+``repeats`` runs after ``warmup`` runs, its spread (p10/p90), and the output
+bytes; plus per fx node medians so block-granularity vertices (a set of fx
+nodes, ``LayerNode.members``) can be costed by summing their members.
+Metadata: device description, torch version, threads, input shape,
+granularity, the architecture hash and the weights fingerprint, method,
+date, and the end-to-end forward median.
+
+How vertices are timed. Two methods are implemented:
+
+``interpreter`` (the default)
+    a :class:`torch.fx.Interpreter` subclass runs the captured graph module
+    and wraps each fx node's ``run_node`` in ``time.perf_counter()`` (with
+    ``torch.cuda.synchronize()`` before and after on a GPU, so asynchronous
+    kernels are charged to the node that launched them). A vertex's time in
+    one run is the sum over its member nodes; medians are taken over runs.
+``profiler``
+    the same interpreter, but each node runs inside
+    ``torch.profiler.record_function`` under ``torch.profiler.profile`` and
+    the node's time is the recorded CPU time of that range. This is what the
+    seed used.
+
+Measured on this machine (``scripts/bench_profile.py --compare-methods``,
+resnet18 at 224x224, 1 thread), the interpreter's sum of vertex medians is
+within a few percent of the end-to-end forward median, while the profiler
+adds a per-op bookkeeping cost to every range (dozens of aten ops per layer
+in some models), which inflates small layers and the sum; it also needs the
+profiler's own warm-up. The interpreter is therefore the default; the
+numbers are in ``docs/results/bench_profile.md``.
+
+Files and lookup. ``profiles/<device-tag>/<model>.json`` under the
+repository (or any ``root``). The device tag is honest and stable:
+``cpu-<cpu model>-<threads>t`` (the CPU model string from
+``/proc/cpuinfo``) or ``cuda-<gpu name>``. :func:`load_or_build_profile`
+returns the stored table when it matches the model (architecture hash and
+input shape) and the environment (torch version, threads); when there is
+none it builds one on the spot, with a progress bar, and says so on stderr.
+When one exists but does not match, it says what differs and:
+
+- rebuilds it if ``force=True`` (``--force``);
+- otherwise, if only the environment differs (torch version, threads), uses
+  it (the timings are still the best estimate at hand) after the warning;
+- otherwise (the architecture or input shape changed: its vertex ids or
+  sizes may no longer apply) raises :class:`ProfileError` asking for
+  ``--force``. Nothing is rebuilt silently behind the user's back.
+
+The architecture hash, not the weights fingerprint, identifies the model
+for lookup: loading trained weights does not change latency and must not
+invalidate a profile; both are stored.
+
+Roles: the client profile defaults to this CPU with 1 thread (a weak client
+has few cores and the runtime's send thread needs one); the server profile
+defaults to the GPU when one is available, else this CPU with all its
+threads. Same code, different device/threads.
+
+Only the measuring functions import torch (inside the function); loading a
+stored :class:`Profile` needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TextIO
+
+from opss.errors import ProfileError
+
+__all__ = [
+    "METHODS",
+    "Profile",
+    "VertexStats",
+    "capture_model",
+    "cpu_description",
+    "default_profiles_root",
+    "device_tag",
+    "graph_hash",
+    "load_or_build_profile",
+    "load_profile",
+    "measure_profile",
+    "profile_path",
+    "role_settings",
+]
+
+METHODS = ("interpreter", "profiler")
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# device description and tags (no torch)
+
+
+def cpu_description() -> str:
+    """The CPU model string from ``/proc/cpuinfo`` (else ``platform``), without the core count."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                    value = line.split(":", 1)[1].strip()
+                    if value:
+                        return value
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def _sanitize(text: str) -> str:
+    text = re.sub(r"\((r|tm|c)\)", "", text, flags=re.I)
+    text = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return re.sub(r"-+", "-", text)[:48] or "unknown"
+
+
+def device_tag(device: str = "cpu", threads: int | None = None, gpu_name: str | None = None) -> str:
+    """``cpu-<cpu model>-<threads>t`` or ``cuda-<gpu name>``."""
+    if device.startswith("cuda"):
+        if not gpu_name:
+            raise ProfileError("device_tag: expected the GPU name for a cuda device, got none")
+        return f"cuda-{_sanitize(gpu_name)}"
+    if device != "cpu":
+        raise ProfileError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    if threads is None or threads < 1:
+        raise ProfileError(f"device_tag: expected threads >= 1 for a cpu device, got {threads!r}")
+    return f"cpu-{_sanitize(cpu_description())}-{threads}t"
+
+
+def default_profiles_root() -> Path:
+    """``profiles/`` of the repository this package lives in."""
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def profile_path(model: str, tag: str, root: str | os.PathLike | None = None) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    return Path(root if root is not None else default_profiles_root()) / tag / f"{safe}.json"
+
+
+# ---------------------------------------------------------------------------
+# the table
+
+
+@dataclass(frozen=True)
+class VertexStats:
+    """One vertex: median and p10/p90 of its compute time (seconds), output bytes, fx members."""
+
+    median: float
+    p10: float
+    p90: float
+    bytes: int
+    members: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"median": self.median, "p10": self.p10, "p90": self.p90, "bytes": self.bytes,
+                "members": list(self.members)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> VertexStats:
+        return cls(float(d["median"]), float(d["p10"]), float(d["p90"]), int(d["bytes"]),
+                   tuple(d.get("members", ())))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A per-vertex latency table of one model on one device (see the module docstring)."""
+
+    model: str
+    device_tag: str
+    meta: Mapping[str, Any]
+    vertices: Mapping[str, VertexStats]
+    fx_medians: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+        object.__setattr__(self, "vertices", MappingProxyType(dict(self.vertices)))
+        object.__setattr__(self, "fx_medians", MappingProxyType(dict(self.fx_medians)))
+
+    def __repr__(self) -> str:
+        return (f"Profile(model={self.model!r}, device_tag={self.device_tag!r}, {len(self.vertices)} vertices, "
+                f"sum of medians={self.total() * 1e3:.2f}ms, threads={self.meta.get('threads')}, "
+                f"input_shape={self.meta.get('input_shape')})")
+
+    @property
+    def medians(self) -> dict[str, float]:
+        return {v: st.median for v, st in self.vertices.items()}
+
+    def total(self) -> float:
+        """Sum of the vertex medians (seconds)."""
+        return math.fsum(st.median for st in self.vertices.values())
+
+    def costs_for(self, graph: Any) -> dict[str, float]:
+        """Seconds per vertex of ``graph`` (a PlanGraph or LayerGraph).
+
+        A vertex stored in the table with the same members takes its median;
+        any other vertex (a block, a differently fused layer) is the sum of its
+        members' fx medians. Raises :class:`ProfileError` naming a vertex that
+        cannot be costed.
+        """
+        members = _members_of(graph)
+        out: dict[str, float] = {}
+        for v, mem in members.items():
+            st = self.vertices.get(v)
+            if st is not None and (not mem or tuple(mem) == st.members or not st.members):
+                out[v] = st.median
+                continue
+            if mem and all(m in self.fx_medians for m in mem):
+                out[v] = math.fsum(self.fx_medians[m] for m in mem)
+                continue
+            raise ProfileError(
+                f"profile of {self.model!r} ({self.device_tag}) has no time for vertex {v!r}: "
+                f"expected it or its fx members in the table; rebuild with `opss profile --model {self.model} --force`"
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "model": self.model,
+            "device_tag": self.device_tag,
+            "meta": dict(self.meta),
+            "vertices": {v: st.to_json() for v, st in self.vertices.items()},
+            "fx_medians": dict(self.fx_medians),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Profile:
+        try:
+            if data.get("format") != FORMAT_VERSION:
+                raise ProfileError(f"profile format: expected {FORMAT_VERSION}, got {data.get('format')!r}")
+            return cls(
+                model=str(data["model"]),
+                device_tag=str(data["device_tag"]),
+                meta=dict(data["meta"]),
+                vertices={v: VertexStats.from_json(d) for v, d in data["vertices"].items()},
+                fx_medians={k: float(x) for k, x in data.get("fx_medians", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProfileError(f"profile JSON: expected the keys of Profile.to_json, got error {exc!r}") from None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, p)
+        return p
+
+
+def _members_of(graph: Any) -> dict[str, tuple[str, ...]]:
+    if hasattr(graph, "members") and isinstance(graph.members, Mapping):
+        return {v: tuple(graph.members.get(v, ())) for v in graph.ids}
+    return {n.id: tuple(getattr(n, "members", ())) for n in graph.nodes}
+
+
+def load_profile(path: str | os.PathLike) -> Profile:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(f"profile {str(p)!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"profile {str(p)!r} is unreadable: {exc}") from None
+    return Profile.from_json(data)
+
+
+# ---------------------------------------------------------------------------
+# measuring (torch inside)
+
+
+def graph_hash(graph: Any) -> str:
+    """sha256 over the layer graph's vertex ids, ops, targets, shapes, dtypes and edges."""
+    h = hashlib.sha256()
+    for n in graph.nodes:
+        h.update(f"{n.id}|{n.op}|{n.target}|{tuple(n.shape)}|{n.dtype}|{','.join(n.members)}\n".encode())
+    for u, v in graph.edges:
+        h.update(f"{u}>{v}\n".encode())
+    return h.hexdigest()
+
+
+def capture_model(model: str, granularity: str = "layer", input_shape: tuple[int, ...] | None = None,
+                  module: Any = None) -> Any:
+    """Capture zoo model ``model`` (or the given ``module``) at its input shape."""
+    import torch
+
+    from opss import models
+    from opss.graph import capture
+
+    spec = models.get_spec(model)
+    shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_shape)
+    m = module if module is not None else models.get_model(model)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    return capture(m, x, granularity, name=model)
+
+
+def role_settings(role: str) -> tuple[str, int]:
+    """``(device, threads)`` for a role: client = this CPU, 1 thread; server = cuda if
+    available, else this CPU with all its threads."""
+    if role == "client":
+        return "cpu", 1
+    if role == "server":
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda", 1
+        return "cpu", os.cpu_count() or 1
+    raise ProfileError(f"role: expected 'client' or 'server', got {role!r}")
+
+
+def _tag_for(device: str, threads: int) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return device_tag("cuda", gpu_name=torch.cuda.get_device_name(torch.device(device)))
+    return device_tag("cpu", threads)
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    ys = sorted(xs)
+    if len(ys) == 1:
+        return ys[0]
+    pos = q * (len(ys) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(ys) - 1)
+    return ys[lo] + (ys[hi] - ys[lo]) * (pos - lo)
+
+
+def measure_profile(
+    model: str,
+    *,
+    device: str = "cpu",
+    threads: int = 1,
+    repeats: int = 20,
+    warmup: int = 3,
+    method: str = "interpreter",
+    input_shape: tuple[int, ...] | None = None,
+    progress: bool = True,
+    module: Any = None,
+    graph: Any = None,
+    e2e_repeats: int | None = None,
+) -> Profile:
+    """Time every vertex of ``model``'s layer graph on ``device`` (see the module docstring)."""
+    import torch
+    import torch.fx as fx
+    from tqdm import tqdm
+
+    from opss import models
+
+    if method not in METHODS:
+        raise ProfileError(f"method: expected one of {METHODS}, got {method!r}")
+    if repeats < 1 or warmup < 0:
+        raise ProfileError(f"repeats/warmup: expected repeats >= 1 and warmup >= 0, got {repeats}/{warmup}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProfileError("device 'cuda': expected a CUDA device, got none on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ProfileError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    spec = models.get_spec(model)
+    shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_shape)
+    net = module if module is not None else models.get_model(model)
+    lg = graph if graph is not None else capture_model(model, "layer", shape, module=net)
+    dev = torch.device(device)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gm = lg.gm.to(dev)
+        net_dev = net.to(dev)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
+        cuda = dev.type == "cuda"
+
+        def sync() -> None:
+            if cuda:
+                torch.cuda.synchronize(dev)
+
+        vertex_of = {m: n.id for n in lg.nodes for m in n.members}
+        samples: dict[str, list[float]] = {n.id: [] for n in lg.nodes}
+        fx_samples: dict[str, list[float]] = {m: [] for m in vertex_of}
+        unattributed: list[float] = []
+
+        class _Timer(fx.Interpreter):
+            def __init__(self, module: fx.GraphModule) -> None:
+                super().__init__(module)
+                self.times: dict[str, float] = {}
+
+            def run_node(self, n: fx.Node) -> Any:
+                if n.op in ("placeholder", "output"):
+                    return super().run_node(n)
+                if method == "profiler":
+                    with torch.profiler.record_function(f"opss::{n.name}"):
+                        return super().run_node(n)
+                sync()
+                t0 = time.perf_counter()
+                out = super().run_node(n)
+                sync()
+                self.times[n.name] = time.perf_counter() - t0
+                return out
+
+        def one_run() -> dict[str, float]:
+            interp = _Timer(gm)
+            if method == "interpreter":
+                with torch.no_grad():
+                    interp.run(x)
+                return interp.times
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            with profile(activities=acts) as prof, torch.no_grad():
+                interp.run(x)
+            times: dict[str, float] = {}
+            for ev in prof.events():
+                if ev.name.startswith("opss::"):
+                    us = ev.cpu_time_total + (getattr(ev, "device_time_total", 0) if cuda else 0)
+                    times[ev.name[6:]] = times.get(ev.name[6:], 0.0) + us * 1e-6
+            return times
+
+        total = warmup + repeats
+        bar = tqdm(total=total, desc=f"profiling {model} on {device} ({threads}t)", unit="run",
+                   file=sys.stderr, disable=not progress, leave=False)
+        try:
+            for i in range(total):
+                times = one_run()
+                bar.update(1)
+                if i < warmup:
+                    continue
+                per_vertex = dict.fromkeys(samples, 0.0)
+                extra = 0.0
+                for name, t in times.items():
+                    v = vertex_of.get(name)
+                    if v is None:
+                        extra += t
+                    else:
+                        per_vertex[v] += t
+                        fx_samples[name].append(t)
+                for v, t in per_vertex.items():
+                    samples[v].append(t)
+                unattributed.append(extra)
+            # the end-to-end reference: the eager model, same device and threads
+            e2e = []
+            n_e2e = e2e_repeats if e2e_repeats is not None else max(repeats, 10)
+            with torch.no_grad():
+                for _ in range(2):
+                    net_dev(x)
+                for _ in range(n_e2e):
+                    sync()
+                    t0 = time.perf_counter()
+                    net_dev(x)
+                    sync()
+                    e2e.append(time.perf_counter() - t0)
+        finally:
+            bar.close()
+        tag = _tag_for(device, threads)
+        vertices = {
+            n.id: VertexStats(
+                median=statistics.median(samples[n.id]),
+                p10=_percentile(samples[n.id], 0.1),
+                p90=_percentile(samples[n.id], 0.9),
+                bytes=int(n.bytes),
+                members=tuple(n.members),
+            )
+            for n in lg.nodes
+        }
+        fx_medians = {m: statistics.median(ts) for m, ts in fx_samples.items() if ts}
+        meta = {
+            "device": device,
+            "device_description": (torch.cuda.get_device_name(dev) if cuda
+                                   else f"{cpu_description()} ({os.cpu_count()} cores)"),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": threads,
+            "input_shape": list(shape),
+            "granularity": "layer",
+            "arch_hash": graph_hash(lg),
+            "fingerprint": models.fingerprint(net),
+            "method": method,
+            "repeats": repeats,
+            "warmup": warmup,
+            "end_to_end_median": statistics.median(e2e),
+            "end_to_end_p10": _percentile(e2e, 0.1),
+            "end_to_end_p90": _percentile(e2e, 0.9),
+            "unattributed_median": statistics.median(unattributed) if unattributed else 0.0,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+        }
+    finally:
+        torch.set_num_threads(old_threads)
+    return Profile(model=model, device_tag=tag, meta=meta, vertices=vertices, fx_medians=fx_medians)
+
+
+def _mismatches(prof: Profile, *, arch: str, shape: tuple[int, ...], torch_version: str,
+                threads: int) -> tuple[list[str], list[str]]:
+    """(structural, environmental) differences between a stored profile and what is wanted."""
+    structural, env = [], []
+    if prof.meta.get("arch_hash") != arch:
+        structural.append("the model architecture changed (arch_hash differs)")
+    if tuple(prof.meta.get("input_shape", ())) != tuple(shape):
+        structural.append(f"input shape: expected {list(shape)}, got {prof.meta.get('input_shape')}")
+    if prof.meta.get("torch") != torch_version:
+        env.append(f"torch: expected {torch_version}, got {prof.meta.get('torch')}")
+    if prof.meta.get("threads") != threads:
+        env.append(f"threads: expected {threads}, got {prof.meta.get('threads')}")
+    return structural, env
+
+
+def load_or_build_profile(
+    model: str,
+    *,
+    role: str | None = "client",
+    device: str | None = None,
+    threads: int | None = None,
+    root: str | os.PathLike | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    build_missing: bool = True,
+    force: bool = False,
+    repeats: int = 20,
+    warmup: int = 3,
+    progress: bool = True,
+    graph: Any = None,
+    module: Any = None,
+    stream: TextIO | None = None,
+) -> Profile:
+    """The stored profile of ``model`` for this device, built when missing (module docstring).
+
+    ``role`` ("client"/"server") picks the default device and threads;
+    explicit ``device``/``threads`` override it. Messages go to ``stream``
+    (stderr by default).
+    """
+    import torch
+
+    from opss import models
+
+    out = stream if stream is not None else sys.stderr
+    r_dev, r_threads = role_settings(role) if role is not None else ("cpu", 1)
+    device = device or r_dev
+    threads = threads or (r_threads if device == r_dev else 1)
+    spec = models.get_spec(model)
+    shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_shape)
+    tag = _tag_for(device, threads)
+    path = profile_path(model, tag, root)
+    net = module
+    lg = graph
+    if path.exists() and not force:
+        prof = load_profile(path)
+        if lg is None:
+            net = net if net is not None else models.get_model(model)
+            lg = capture_model(model, "layer", shape, module=net)
+        structural, env = _mismatches(prof, arch=graph_hash(lg), shape=shape, torch_version=torch.__version__,
+                                      threads=threads)
+        if not structural and not env:
+            return prof
+        if structural:
+            raise ProfileError(
+                f"profile {str(path)!r} does not match {model!r}: {'; '.join(structural)}; "
+                f"rebuild it with `opss profile --model {model} --force`"
+            )
+        print(f"opss: warning: profile {path} was made with a different environment ({'; '.join(env)}); "
+              f"using it anyway (rebuild with `opss profile --model {model} --force`)", file=out)
+        return prof
+    if path.exists():
+        print(f"opss: rebuilding profile {path} (--force)", file=out)
+    elif not build_missing:
+        raise ProfileError(f"no profile for {model!r} on {tag}: expected {str(path)!r}; "
+                           f"run `opss profile --model {model}`")
+    else:
+        print(f"opss: no profile for {model!r} on {tag}; measuring it now ({warmup} warm-up + {repeats} runs)",
+              file=out)
+    prof = measure_profile(model, device=device, threads=threads, repeats=repeats, warmup=warmup,
+                           input_shape=shape, progress=progress, module=net, graph=lg)
+    prof.save(path)
+    print(f"opss: wrote {path}", file=out)
+    return prof
