@@ -215,3 +215,23 @@ def test_unknown_method_and_empty_graph():
     for method in METHODS:
         res = schedule(SchedGraph([]), method)
         assert res.order == () and res.makespan == 0.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(graphs(max_n=8))
+def test_downset_count_lower_bound_is_a_lower_bound(gr):
+    from opss.sched import downset_count_lower_bound
+
+    ids = gr.ids
+    count = 0
+    for bits in range(1 << len(ids)):
+        members = {v for k, v in enumerate(ids) if bits >> k & 1}
+        count += all(set(gr.preds(v)) <= members for v in members)
+    assert downset_count_lower_bound(gr, cap=10**9) <= count
+    assert downset_count_lower_bound(gr, cap=1) <= 2
+
+
+def test_exact_fails_fast_when_the_layers_alone_exceed_the_budget():
+    wide = SchedGraph([(f"v{k}", 1, 2) for k in range(200)])  # 2^200 downsets
+    with pytest.raises(BudgetExceededError, match="more than 100000 states"):
+        exact_schedule(wide)

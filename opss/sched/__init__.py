@@ -21,7 +21,9 @@ from opss.sched._exact import (
     DEFAULT_MAX_STATES,
     Reduction,
     beam_schedule,
+    downset_count_lower_bound,
     exact_schedule,
+    frontier_work,
     glue_reduce,
 )
 from opss.sched._graph import SchedGraph, SchedNode
@@ -52,7 +54,9 @@ __all__ = [
     "completion_times",
     "demo_instance",
     "dnn_instance",
+    "downset_count_lower_bound",
     "exact_schedule",
+    "frontier_work",
     "glue_reduce",
     "johnson_key",
     "johnson_order",

@@ -7,10 +7,21 @@ import time
 
 from opss.errors import BudgetExceededError
 from opss.sched._bounds import lower_bound
-from opss.sched._exact import DEFAULT_BEAM_WIDTH, DEFAULT_MAX_STATES, beam_schedule, exact_schedule
+from opss.sched._exact import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_MAX_STATES,
+    beam_schedule,
+    exact_schedule,
+    frontier_work,
+    glue_reduce,
+)
 from opss.sched._graph import SchedGraph
 from opss.sched._paper import pathwise_schedule, topo_schedule, tree_merge_schedule
 from opss.sched._result import METHODS, ScheduleResult, meets_bound
+
+
+# auto scales its beam so that width * frontier work stays below this many transitions.
+AUTO_BEAM_WORK = 300_000
 
 
 def auto_schedule(
@@ -18,26 +29,42 @@ def auto_schedule(
     max_states: int = DEFAULT_MAX_STATES,
     beam_width: int = DEFAULT_BEAM_WIDTH,
 ) -> ScheduleResult:
-    """The exact optimum when it fits ``max_states``; otherwise the best of beam, tree and topo.
+    """The best order it can find, proven optimal whenever possible.
 
-    ``tree`` (Algorithms 3-4) and ``pathwise`` (Algorithms 2+1) only join on
-    trees. The fallback is marked optimal only when its makespan meets the
-    lower bound (or the beam never pruned). Ties prefer beam, then tree,
-    pathwise, topo. The result's ``method`` is ``"auto"``.
+    1. The paper's heuristics that apply (``tree`` and ``pathwise`` on trees,
+       ``topo`` always) run first; they take milliseconds. If one meets the
+       lower bound, it is optimal and is returned.
+    2. Otherwise the exact DP runs within ``max_states``; if it fits, its
+       optimum is returned.
+    3. Otherwise beam search runs, with its width reduced from
+       ``beam_width`` on large graphs so that ``width x frontier work`` stays
+       under ``AUTO_BEAM_WORK`` transitions (at least width 1), and the best of
+       beam and the heuristics is returned, marked optimal only if it meets the
+       lower bound (or the beam never pruned).
+
+    Ties prefer beam, then tree, pathwise, topo. The result's ``method`` is
+    ``"auto"``; ``seconds`` covers all the steps.
     """
     start = time.perf_counter()
-    try:
-        best = exact_schedule(graph, max_states=max_states)
-    except BudgetExceededError:
-        candidates = [beam_schedule(graph, width=beam_width)]
-        if graph.is_tree():
-            candidates += [tree_merge_schedule(graph), pathwise_schedule(graph)]
-        candidates.append(topo_schedule(graph))
-        best = min(candidates, key=lambda r: r.makespan)  # first of equal makespans wins
-        lb = max(r.lower_bound for r in candidates)
-        proven = any(r.optimal for r in candidates if r.makespan == best.makespan)
-        best = dataclasses.replace(best, optimal=proven or meets_bound(best.makespan, lb))
-    return dataclasses.replace(best, method="auto", seconds=time.perf_counter() - start)
+    lb = lower_bound(graph)
+    heuristics = []
+    if graph.is_tree():
+        heuristics += [tree_merge_schedule(graph), pathwise_schedule(graph)]
+    heuristics.append(topo_schedule(graph))
+    best = min(heuristics, key=lambda r: r.makespan)
+    if not best.optimal:
+        try:
+            best = exact_schedule(graph, max_states=max_states)
+        except BudgetExceededError:
+            reduced = glue_reduce(graph).graph
+            width = max(1, min(beam_width, AUTO_BEAM_WORK // max(1, frontier_work(reduced))))
+            beam = beam_schedule(graph, width=width)
+            best = min([beam, *heuristics], key=lambda r: r.makespan)  # first of equal makespans
+    optimal = best.optimal or meets_bound(best.makespan, lb)
+    return dataclasses.replace(
+        best, method="auto", optimal=optimal, lower_bound=min(lb, best.makespan) if optimal else lb,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def schedule(graph: SchedGraph, method: str = "auto", **opts) -> ScheduleResult:

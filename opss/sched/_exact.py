@@ -6,7 +6,9 @@ result back to the original vertices.
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +18,7 @@ from opss.sched._graph import SchedGraph
 from opss.sched._johnson import johnson_order
 from opss.sched._result import ScheduleResult, finish, meets_bound
 
-DEFAULT_MAX_STATES = 200_000
+DEFAULT_MAX_STATES = 100_000
 DEFAULT_BEAM_WIDTH = 16
 
 
@@ -147,6 +149,28 @@ class _Instance:
         return out
 
 
+def downset_count_lower_bound(graph: SchedGraph, cap: int) -> int:
+    """A lower bound on the number of downsets of ``graph`` (capped at ``cap + 1``).
+
+    Group the vertices by depth (longest path from a source, in edges).
+    Predecessors of a depth-``i`` vertex have depth < ``i``, so "every vertex
+    of depth < ``i`` plus any non-empty subset of depth ``i``" is a downset;
+    these are all distinct, so there are at least ``1 + sum_i (2^|L_i| - 1)``.
+    """
+    depth: dict[str, int] = {}
+    sizes: dict[int, int] = {}
+    for v in graph.topological_order():
+        d = max((depth[p] + 1 for p in graph.preds(v)), default=0)
+        depth[v] = d
+        sizes[d] = sizes.get(d, 0) + 1
+    total = 1
+    for k in sizes.values():
+        total += (1 << min(k, cap.bit_length() + 1)) - 1
+        if total > cap:
+            return cap + 1
+    return total
+
+
 def exact_schedule(graph: SchedGraph, max_states: int = DEFAULT_MAX_STATES) -> ScheduleResult:
     """The optimal order for any DAG: dynamic programming over downsets.
 
@@ -164,9 +188,18 @@ def exact_schedule(graph: SchedGraph, max_states: int = DEFAULT_MAX_STATES) -> S
     The DP runs on :func:`glue_reduce`'s graph, which has the same optimum.
     ``max_states`` bounds the number of downsets created; exceeding it raises
     :class:`~opss.errors.BudgetExceededError` (never a non-optimal answer).
+    It fails fast, before any search, when :func:`downset_count_lower_bound`
+    already exceeds the budget.
     """
     start = time.perf_counter()
     red = glue_reduce(graph)
+    at_least = downset_count_lower_bound(red.graph, max_states)
+    if at_least > max_states:
+        raise BudgetExceededError(
+            f"exact search needs more than {max_states} states (the budget) for {len(graph)} vertices "
+            f"({len(red.graph)} after glue reduction): their depth layers alone give more than "
+            f"{max_states} downsets; expected <= {max_states}, use a larger budget or --method beam/auto"
+        )
     inst = _Instance(red.graph)
     level: dict[int, list] = {0: [0.0, 0.0, inst.sources]}
     parent: dict[int, tuple[int, int]] = {}
@@ -203,6 +236,25 @@ def exact_schedule(graph: SchedGraph, max_states: int = DEFAULT_MAX_STATES) -> S
     return finish(graph, "exact", order, start, proven=True)
 
 
+def frontier_work(graph: SchedGraph) -> int:
+    """Sum, over the steps of one topological order, of the number of available vertices.
+
+    This is the number of transitions a beam of width 1 examines (on the
+    graph as given), so ``width * frontier_work`` estimates a beam's work.
+    """
+    indeg = {v: len(graph.preds(v)) for v in graph.ids}
+    ready = deque(v for v in graph.ids if indeg[v] == 0)
+    work = 0
+    while ready:  # breadth-first: a wide frontier, so the estimate errs on the high side
+        work += len(ready)
+        v = ready.popleft()
+        for w in graph.succs(v):
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
+    return work
+
+
 def beam_schedule(graph: SchedGraph, width: int = DEFAULT_BEAM_WIDTH) -> ScheduleResult:
     """The downset DP of :func:`exact_schedule`, keeping only the best ``width`` states per level.
 
@@ -225,7 +277,8 @@ def beam_schedule(graph: SchedGraph, width: int = DEFAULT_BEAM_WIDTH) -> Schedul
     jorder = johnson_order((i, fl[i], gl[i]) for i in range(inst.n))
     total_g = sum(gl)
 
-    def rank(mask: int, st: list) -> tuple:
+    def rank(item: tuple[int, list]) -> tuple:
+        mask, st = item
         t, comp = st[0], st[1]
         if strong:
             c1, c2 = comp, t
@@ -261,8 +314,7 @@ def beam_schedule(graph: SchedGraph, width: int = DEFAULT_BEAM_WIDTH) -> Schedul
                     cur[5] = i
         if len(nxt) > width:
             pruned = True
-            keep = sorted(nxt, key=lambda m: rank(m, nxt[m]))[:width]
-            nxt = {m: nxt[m] for m in keep}
+            nxt = dict(heapq.nsmallest(width, nxt.items(), key=rank))
         for m2, st in nxt.items():
             st[2] = inst.step(st[4], st[2], st[5])
             parent[m2] = (st[4], st[5])

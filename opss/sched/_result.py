@@ -80,14 +80,15 @@ def finish(
     """Build a result: recompute the makespan, attach the lower bound, decide ``optimal``."""
     value = makespan(graph, order)
     lb = lower_bound(graph) if bound is None else bound
-    if proven or meets_bound(value, lb):
+    optimal = bool(proven or meets_bound(value, lb))
+    if optimal:
         # Same sums in another order: clip float noise so lower_bound <= makespan.
         lb = min(lb, value)
     return ScheduleResult(
         method=method,
         order=tuple(order),
         makespan=value,
-        optimal=bool(proven or value <= lb),
+        optimal=optimal,
         lower_bound=lb,
         seconds=time.perf_counter() - started,
     )
