@@ -21,55 +21,7 @@ from collections.abc import Callable
 
 from opss.errors import LinkModelError
 
-__all__ = ["TokenBucket", "parse_rate_bytes"]
-
-_RATE_UNITS = {
-    # bits per second
-    "bit": 1 / 8,
-    "bps": 1 / 8,
-    "kbit": 1e3 / 8,
-    "kbps": 1e3 / 8,
-    "mbit": 1e6 / 8,
-    "mbps": 1e6 / 8,
-    "gbit": 1e9 / 8,
-    "gbps": 1e9 / 8,
-    # bytes per second
-    "b/s": 1.0,
-    "kb/s": 1e3,
-    "mb/s": 1e6,
-    "gb/s": 1e9,
-    "kib/s": 1024.0,
-    "mib/s": 1024.0**2,
-}
-
-
-def parse_rate_bytes(text: str) -> float:
-    """Parse a rate such as ``5.85mbit``, ``20Mbps``, ``500kb/s`` into bytes per second.
-
-    Bit units (``bit``, ``kbit``, ``mbit``, ``gbit`` and the ``bps`` spellings) and
-    byte units (``b/s``, ``kb/s``, ``mb/s``, ``kib/s``, ``mib/s``) are accepted,
-    case-insensitively. A bare number or an unknown unit raises LinkModelError.
-    """
-    s = str(text).strip().lower().replace(" ", "")
-    i = 0
-    while i < len(s) and (s[i].isdigit() or s[i] in ".eE+-"):
-        # stop at an "e" that starts a unit rather than an exponent
-        if s[i] in "eE" and (i + 1 >= len(s) or not (s[i + 1].isdigit() or s[i + 1] in "+-")):
-            break
-        i += 1
-    number, unit = s[:i], s[i:]
-    try:
-        value = float(number)
-    except ValueError:
-        raise LinkModelError(f"bad rate {text!r}: expected a number with a unit such as 5.85mbit") from None
-    if unit not in _RATE_UNITS:
-        units = ", ".join(sorted(_RATE_UNITS))
-        raise LinkModelError(f"bad rate unit in {text!r}: expected one of {units}, got {unit or 'no unit'!r}")
-    rate = value * _RATE_UNITS[unit]
-    if not rate > 0 or rate == float("inf"):
-        raise LinkModelError(f"bad rate {text!r}: expected a positive finite rate, got {value}")
-    return rate
-
+__all__ = ["TokenBucket"]
 
 class TokenBucket:
     """A thread-safe token bucket paying for bytes at ``rate`` bytes per second.

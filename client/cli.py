@@ -1,0 +1,278 @@
+"""``opss-client``: profile, probe, plan, then compute and upload in parallel.
+
+    opss-client --model googlenet --server HOST:PORT [--strategy opss|joint|po|lo|co]
+                [--link auto|3g|4g|wifi|RATE] [--throttle RATE] [--wire-dtype float32|float16|bfloat16]
+                [--image FILE] [--runs N] [--verify] [--json OUT] [--timeline]
+                [--weights FILE] [--token-file F] [--client-slowdown X] [--small]
+
+Also ``python -m opss.client``. Bad arguments (unknown model, bad rate unit,
+unreadable image, missing ``--server``) print one line and exit 2. Server
+faults never stop a run: it finishes locally and says why (exit 0). A failed
+``--verify`` exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from opss.errors import OpssError
+
+PROG = "opss-client"
+STRATEGIES = ("opss", "joint", "po", "lo", "co")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def _factor(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}") from None
+    if not (math.isfinite(x) and x >= 1.0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return x
+
+
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return x
+
+
+def _server(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:50051), got {text!r}")
+    return text
+
+
+def _link_spec(text: str) -> str:
+    from opss.link import link_from_spec
+
+    if text == "auto":
+        return text
+    try:
+        link_from_spec(text)
+    except OpssError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _rate(text: str) -> float:
+    """--throttle: a preset name or a rate, in bytes/s."""
+    from opss.link import link_from_spec
+
+    try:
+        return link_from_spec(text).b
+    except OpssError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block) and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Run a DNN cooperatively with an opss-server: the client computes the first layers "
+        "while their outputs upload, the server finishes.",
+    )
+    p.add_argument("--model", required=True, help="zoo model name or package.module:factory")
+    p.add_argument("--server", type=_server, help="opss-server address HOST:PORT (required)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="opss",
+                   help="lo local only, co cloud only, po partition only (no overlap), "
+                   "opss po's cut pipelined, joint cut and order together (default opss)")
+    p.add_argument("--link", type=_link_spec, default="auto",
+                   help="auto (probe the server), a preset 3g|4g|wifi or a rate such as 5.85mbit (default auto)")
+    p.add_argument("--throttle", type=_rate, metavar="RATE",
+                   help="shape the upload in the sender (token bucket, no root): a preset or a rate")
+    p.add_argument("--wire-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="dtype of the cut tensors on the wire (default float32)")
+    p.add_argument("--image", metavar="FILE", help="classify this image (PIL; resized ImageNet-style)")
+    p.add_argument("--runs", type=_positive_int, default=5, help="inferences to run (default 5)")
+    p.add_argument("--verify", action="store_true",
+                   help="check each output against the local full model (exit 1 on a mismatch)")
+    p.add_argument("--json", metavar="OUT", help="write the plan, every run's timeline and the summary here")
+    p.add_argument("--timeline", action="store_true", help="draw each run's compute/upload Gantt chart")
+    p.add_argument("--weights", metavar="FILE", help="state dict to load (must match the server's)")
+    p.add_argument("--token-file", metavar="F", help="file holding the server's bearer token")
+    p.add_argument("--client-slowdown", type=_factor, default=1.0, metavar="X",
+                   help="emulate a client X times slower (sleeps after each layer; plan scaled alike)")
+    p.add_argument("--deadline", type=_seconds, default=30.0, metavar="S",
+                   help="per-inference server deadline in seconds (default 30); past it, finish locally")
+    p.add_argument("--small", action="store_true",
+                   help="use the model's small test input shape (the server must run --small too)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads for the client (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights (no --weights) and the input")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.1f}ms"
+
+
+def _pct(measured: float, predicted: float) -> str:
+    if predicted <= 0:
+        return "n/a"
+    return f"{(measured - predicted) / predicted * 100:+.1f}%"
+
+
+def format_run(rep, runs: int, out: TextIO, timeline: bool) -> None:
+    """Print one run: latency beside the prediction, every term, uploads, top-5."""
+    from opss.client.timeline import render_gantt
+
+    tl = rep.result.timeline
+    pr = rep.predicted
+    where = {"cooperative": "cooperative", "local": "local", "fallback": "LOCAL FALLBACK"}[tl.where]
+    print(f"run {rep.index}/{runs} [{rep.strategy}, {where}] latency {_ms(tl.total)} "
+          f"(predicted {_ms(pr.total)}, {_pct(tl.total, pr.total)})", file=out)
+    print(f"  client compute {_ms(tl.client_compute)} (pred {_ms(pr.client_compute)})"
+          f" | upload {_ms(tl.upload_time)} of {tl.upload_bytes / 1e3:.1f} kB, hidden {_ms(tl.hidden_upload)} "
+          f"(pred {_ms(pr.upload)}, hidden {_ms(pr.hidden_upload)})"
+          f" | server compute {_ms(float(tl.server.get('compute', 0.0)))} (pred {_ms(pr.server_compute)})"
+          f" | last upload to reply {_ms(tl.after_upload)} (pred server+reply {_ms(pr.server + pr.reply)})",
+          file=out)
+    if tl.upload:
+        ups = ", ".join(f"{i.name} {_ms(i.start)}-{_ms(i.end)}" for i in tl.upload[:8])
+        more = f", +{len(tl.upload) - 8} more" if len(tl.upload) > 8 else ""
+        print(f"  uploads: {ups}{more}", file=out)
+    for note in rep.notes:
+        print(f"  note: {note}", file=out)
+    if rep.verify_ok is not None:
+        status = "ok" if rep.verify_ok else "FAILED"
+        print(f"  verify: {status} (max |coop - local| = {rep.verify_error:.3g})", file=out)
+    top = ", ".join(f"{name} {p:.3f}" for name, p, _ in rep.top5)
+    print(f"  top-5: {top}", file=out)
+    if timeline:
+        print(render_gantt(tl), file=out)
+
+
+def summarize(reports) -> dict:
+    """Median, p90 and prediction error over the runs (seconds; error relative)."""
+    lat = sorted(r.latency for r in reports)
+    n = len(lat)
+    p90 = lat[min(n - 1, math.ceil(0.9 * n) - 1)]
+    errs = [abs(r.latency - r.predicted.total) / r.predicted.total for r in reports if r.predicted.total > 0]
+    return {
+        "runs": n,
+        "median_s": statistics.median(lat),
+        "p90_s": p90,
+        "min_s": lat[0],
+        "median_predicted_s": statistics.median(r.predicted.total for r in reports),
+        "median_abs_prediction_error": statistics.median(errs) if errs else None,
+        "fallbacks": sum(r.result.fell_back for r in reports),
+        "verify_failures": sum(r.verify_ok is False for r in reports),
+    }
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    import torch
+
+    from opss.client.inputs import load_image
+    from opss.client.session import ClientConfig, ClientSession
+
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise OpssError(f"--token-file {args.token_file}: cannot read it ({exc.strerror})") from None
+        if not token:
+            raise OpssError(f"--token-file {args.token_file}: expected a token, got an empty file")
+    from opss import models
+
+    spec = models.get_spec(args.model)  # unknown model: one line before any work
+    shape = tuple(spec.test_input_shape if args.small else spec.input_shape)
+    if args.image:
+        x = load_image(args.image, shape)
+    else:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+    cfg = ClientConfig(
+        model=args.model, server=args.server, strategy=args.strategy, link=args.link, throttle=args.throttle,
+        wire_dtype=args.wire_dtype, small=args.small, weights=args.weights, token=token,
+        client_slowdown=args.client_slowdown, timeout=args.deadline, seed=args.seed, threads=args.threads,
+        progress=not args.quiet,
+    )
+    session = ClientSession(cfg, out=out, err=err)
+    try:
+        print(session.describe_plan(), file=out)
+        reports = []
+        for _ in range(args.runs):
+            rep = session.run(x, verify=args.verify)
+            format_run(rep, args.runs, out, args.timeline)
+            reports.append(rep)
+    finally:
+        session.close()
+    summary = summarize(reports)
+    err_txt = (f"{summary['median_abs_prediction_error'] * 100:.1f}%"
+               if summary["median_abs_prediction_error"] is not None else "n/a")
+    print(f"summary over {summary['runs']} runs: median {_ms(summary['median_s'])}, p90 {_ms(summary['p90_s'])}, "
+          f"predicted {_ms(summary['median_predicted_s'])}, median |prediction error| {err_txt}"
+          + (f", {summary['fallbacks']} local fallbacks" if summary["fallbacks"] else ""), file=out)
+    if args.json:
+        doc = {
+            "model": args.model,
+            "strategy": args.strategy,
+            "input_shape": list(shape),
+            "wire_dtype": args.wire_dtype,
+            "link": session.link.to_json(),
+            "plan": session.plan.to_json(),
+            "runs": [
+                {"index": r.index, "strategy": r.strategy, "predicted": r.predicted.to_json(),
+                 "timeline": r.result.timeline.to_json(), "top5": [[n, p, i] for n, p, i in r.top5],
+                 "verify_ok": r.verify_ok, "verify_error": r.verify_error, "notes": list(r.notes)}
+                for r in reports
+            ],
+            "summary": summary,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}", file=out)
+    if summary["verify_failures"]:
+        print(f"{PROG}: verify failed on {summary['verify_failures']} of {summary['runs']} runs", file=err)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.server is None and args.strategy != "lo":
+        parser.error("--server HOST:PORT is required (only --strategy lo runs without a server)")
+    try:
+        return run(args)
+    except OpssError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,424 @@
+"""The pipelined client runtime: a compute thread, a bounded send queue, a sender thread.
+
+One inference (:func:`run_inference`):
+
+* the **compute thread** runs the client part vertex by vertex in the planned
+  order (``ClientPart.steps``) and records each vertex's compute interval;
+  every cut tensor goes into the send queue the moment its vertex finishes
+  (``overlap=True``), or only after the whole client part ran
+  (``overlap=False``, the ``po`` baseline);
+* the **sender thread** takes tensors off the queue in that order, encodes
+  them, pays for each chunk at the token bucket (when the upload is shaped) and
+  streams the chunks on the open ``Infer`` call, recording each tensor's
+  upload interval;
+* the calling thread waits for the reply. If the call cannot be opened, fails,
+  or exceeds its deadline, the run finishes locally: the server part runs on
+  the client from the cut tensors already computed, so the result is always
+  delivered, and the timeline says why.
+
+The transport is a small interface (:class:`Transport` / :class:`Call`), so the
+runtime is tested without gRPC (:class:`InProcessTransport`) and runs over gRPC
+(:class:`opss.client.grpc_transport.GrpcTransport`) unchanged.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from opss.client.throttle import TokenBucket
+from opss.client.timeline import Interval, Timeline
+
+__all__ = [
+    "Call",
+    "CallFailed",
+    "Chunk",
+    "Execution",
+    "InProcessTransport",
+    "Reply",
+    "RunResult",
+    "Threads",
+    "Transport",
+    "run_inference",
+]
+
+DEFAULT_CHUNK_BYTES = 64 * 1024
+
+
+class CallFailed(Exception):
+    """The transport could not complete a call (unreachable, failed, deadline).
+
+    Internal to the client runtime: :func:`run_inference` never lets it out, it
+    turns it into a local fallback with ``reason`` as the one-line note.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Chunk(NamedTuple):
+    """One message of a tensor's upload: ``nbytes`` of payload, ``message`` for the transport."""
+
+    nbytes: int
+    message: Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server sent back: the model output and its own timings (seconds)."""
+
+    output: Any
+    server: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallHeader:
+    """What opens an ``Infer`` call."""
+
+    request_id: str
+    model: str
+    fingerprint: str
+    client_set: tuple[str, ...]
+    cut: tuple[str, ...]
+    wire_dtype: str
+
+
+class Call(Protocol):
+    def chunks(self, name: str, tensor: Any) -> Iterable[Chunk]:
+        """Encode ``tensor`` (wire dtype of the call) into messages, in order."""
+
+    def push(self, chunk: Chunk) -> None:
+        """Send one message on the open call; raise CallFailed if the call is dead."""
+
+    def finish(self) -> Reply:
+        """Close the request stream and wait for the reply; raise CallFailed on failure."""
+
+    def cancel(self) -> None:
+        """Abort the call (idempotent)."""
+
+
+class Transport(Protocol):
+    def open(self, header: CallHeader, timeout: float | None) -> Call:
+        """Open an ``Infer`` call; raise CallFailed if the server cannot be reached."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How to run one strategy: the split, the client order and whether uploads overlap.
+
+    ``split`` is an :class:`opss.split.Split` whose client part holds
+    ``order``; ``local`` is true when nothing is uploaded (the cut is the model
+    output, ``lo``); ``overlap`` false means compute everything, then upload
+    (``po``). ``predicted`` holds the planner's terms (seconds) for display.
+    """
+
+    strategy: str
+    split: Any
+    order: tuple[str, ...]
+    overlap: bool
+    local: bool
+    model_name: str = ""
+    fingerprint: str = ""
+    predicted: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def cut(self) -> tuple[str, ...]:
+        return tuple(self.split.cut)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One inference: the model output, its timeline and whether it fell back."""
+
+    output: Any
+    timeline: Timeline
+
+    @property
+    def fell_back(self) -> bool:
+        return self.timeline.where == "fallback"
+
+    @property
+    def latency(self) -> float:
+        return self.timeline.total
+
+
+_END = object()
+
+
+class Threads:
+    """The runtime's two long-lived threads: compute and send.
+
+    Kept across inferences on purpose: torch gives every new thread its own
+    OpenMP team on first use, which costs tens of milliseconds; a thread per
+    inference would add that to every run. ``threads`` is the torch
+    intra-op thread count set inside the compute thread.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def init() -> None:
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+
+        self.compute = ThreadPoolExecutor(1, thread_name_prefix="opss-compute", initializer=init)
+        self.send = ThreadPoolExecutor(1, thread_name_prefix="opss-sender", initializer=init)
+
+    def close(self) -> None:
+        self.compute.shutdown(wait=True)
+        self.send.shutdown(wait=True)
+
+    def __enter__(self) -> Threads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Sender:
+    """Streams queued cut tensors on the call, recording one upload interval per tensor."""
+
+    def __init__(self, call: Call, q: queue.Queue, t0: float, throttle: TokenBucket | None) -> None:
+        self.call = call
+        self.q = q
+        self.t0 = t0
+        self.throttle = throttle
+        self.uploads: list[Interval] = []
+        self.error: str | None = None
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is _END:
+                return
+            if self.error is not None:
+                continue  # drain: the call is dead, the runtime will fall back
+            name, tensor = item
+            start = time.perf_counter() - self.t0
+            nbytes = 0
+            try:
+                for chunk in self.call.chunks(name, tensor):
+                    if self.throttle is not None:
+                        self.throttle.consume(chunk.nbytes)
+                    self.call.push(chunk)
+                    nbytes += chunk.nbytes
+            except CallFailed as exc:
+                self.error = exc.reason
+            except Exception as exc:  # a transport bug must not kill the inference
+                self.error = f"upload of {name} failed: {type(exc).__name__}: {exc}"
+            end = time.perf_counter() - self.t0
+            self.uploads.append(Interval("upload", name, start, end, nbytes))
+
+
+def run_inference(
+    ex: Execution,
+    x: Any,
+    transport: Transport | None,
+    *,
+    throttle: TokenBucket | None = None,
+    timeout: float | None = 30.0,
+    request_id: str = "",
+    wire_dtype: str = "float32",
+    skip_reason: str | None = None,
+    slowdown: float = 1.0,
+    threads: Threads | None = None,
+) -> RunResult:
+    """Run one inference of ``ex`` on input ``x``; never raises for transport faults.
+
+    ``transport=None`` or ``skip_reason`` set (the server is in back-off) runs the
+    cooperative strategy entirely on the client and records why. ``slowdown``
+    > 1 emulates a slower client: after each vertex the compute thread sleeps
+    ``(slowdown - 1)`` times the vertex's compute time (sleeping frees the CPU,
+    as a slower core would leave the sender its own core). ``threads`` are the
+    long-lived compute and send threads (a temporary pair when None).
+    """
+    if threads is None:
+        with Threads() as own:
+            return run_inference(ex, x, transport, throttle=throttle, timeout=timeout, request_id=request_id,
+                                 wire_dtype=wire_dtype, skip_reason=skip_reason, slowdown=slowdown, threads=own)
+    import torch
+
+    split = ex.split
+    cut = ex.cut
+    note = ""
+    call: Call | None = None
+    t0 = time.perf_counter()
+    if not ex.local:
+        if skip_reason is not None:
+            note = skip_reason
+        elif transport is None:
+            note = "no server configured"
+        else:
+            header = CallHeader(
+                request_id=request_id,
+                model=ex.model_name,
+                fingerprint=ex.fingerprint,
+                client_set=tuple(split.client_set),
+                cut=cut,
+                wire_dtype=wire_dtype,
+            )
+            try:
+                call = transport.open(header, timeout)
+            except CallFailed as exc:
+                note = exc.reason
+    # t=0 of the timeline is the start of computation (opening a call is not counted
+    # separately: with gRPC it is non-blocking)
+    q: queue.Queue = queue.Queue(maxsize=len(cut) + 1)
+    sender = _Sender(call, q, t0, throttle) if call is not None else None
+    sending = threads.send.submit(sender.run) if sender is not None else None
+
+    computed: dict[str, Any] = {}
+    compute: list[Interval] = []
+    compute_error: list[BaseException] = []
+
+    def compute_thread() -> None:
+        try:
+            with torch.inference_mode():
+                last = time.perf_counter() - t0
+                for step in split.client.steps(x, order=ex.order):
+                    now = time.perf_counter() - t0
+                    if slowdown > 1.0:
+                        time.sleep((slowdown - 1.0) * (now - last))
+                        now = time.perf_counter() - t0
+                    compute.append(Interval("compute", step.node, last, now))
+                    last = now
+                    for name, tensor in step.cut_outputs.items():
+                        computed[name] = tensor
+                        if sender is not None and ex.overlap:
+                            q.put((name, tensor))
+                if sender is not None and not ex.overlap:
+                    for name in cut:
+                        q.put((name, computed[name]))
+        except BaseException as exc:  # re-raised in the caller's thread
+            compute_error.append(exc)
+        finally:
+            if sender is not None:
+                q.put(_END)
+
+    threads.compute.submit(compute_thread).result()
+    if compute_error:
+        if call is not None:
+            call.cancel()
+        raise compute_error[0]
+
+    server_timings: dict = {}
+    sent_at = 0.0
+    where = "local" if ex.local else "cooperative"
+    output = None
+    if ex.local:
+        output = computed[cut[0]]  # local only: the cut is the model output
+    elif call is not None:
+        sending.result()
+        sent_at = time.perf_counter() - t0
+        if sender.error is not None:
+            note = sender.error
+            call.cancel()
+        else:
+            try:
+                reply = call.finish()
+                output = reply.output
+                server_timings = dict(reply.server)
+            except CallFailed as exc:
+                note = exc.reason
+    if output is None:
+        # finish locally from the cut tensors the client already has
+        where = "fallback"
+        with torch.inference_mode():
+            output = split.server.run({name: computed[name] for name in cut})
+    total = time.perf_counter() - t0
+    tl = Timeline(
+        strategy=ex.strategy,
+        compute=tuple(compute),
+        upload=tuple(sender.uploads) if sender is not None else (),
+        server=server_timings,
+        sent_at=sent_at,
+        reply_at=total,
+        total=total,
+        where=where,
+        note=note,
+    )
+    return RunResult(output=output, timeline=tl)
+
+
+class InProcessTransport:
+    """A transport that hands the tensors to a local server part, for tests and dry runs.
+
+    Tensors are cast to the wire dtype and copied, as they would be on the wire;
+    ``chunk_bytes`` sets the chunking so throttling behaves as with gRPC.
+    ``fail_after`` (number of chunks) simulates a server dying mid-upload.
+    """
+
+    def __init__(self, server_part_for: Any, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 fail_after: int | None = None) -> None:
+        self._server_part_for = server_part_for  # callable(client_set) -> ServerPart
+        self._parts: dict[frozenset, Any] = {}
+        self.chunk_bytes = chunk_bytes
+        self.fail_after = fail_after
+        self.calls = 0
+
+    @classmethod
+    def for_model(cls, name: str, *, small: bool = False, seed: int = 0, **kw: Any) -> InProcessTransport:
+        """A transport serving zoo model ``name`` from its own copy (its own capture)."""
+        from opss import models
+        from opss.graph import capture
+        from opss.split import split
+
+        model = models.get_model(name, seed=seed)
+        graph = capture(model, models.example_input(name, small=small, seed=seed), "layer", name=name)
+        return cls(lambda client_set: split(graph, client_set).server, **kw)
+
+    def open(self, header: CallHeader, timeout: float | None) -> Call:
+        self.calls += 1
+        return _InProcessCall(self, header)
+
+
+class _InProcessCall:
+    def __init__(self, transport: InProcessTransport, header: CallHeader) -> None:
+        from opss import wire
+
+        self.t = transport
+        self.header = header
+        key = frozenset(header.client_set)
+        server = transport._parts.get(key)
+        if server is None:
+            server = transport._parts[key] = transport._server_part_for(header.client_set)
+        self.session = server.session()
+        self.reassembler = wire.Reassembler(server.inputs, header.wire_dtype)
+        self.pushed = 0
+        self.server_compute = 0.0
+
+    def chunks(self, name: str, tensor: Any) -> Iterable[Chunk]:
+        from opss import wire
+
+        for c in wire.iter_chunks(name, tensor, self.header.wire_dtype, self.t.chunk_bytes):
+            yield Chunk(len(c.data), c)
+
+    def push(self, chunk: Chunk) -> None:
+        import torch
+
+        if self.t.fail_after is not None and self.pushed >= self.t.fail_after:
+            raise CallFailed("server closed the call mid-upload")
+        self.pushed += 1
+        done = self.reassembler.add(chunk.message)
+        if done is not None:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                self.session.feed(*done)
+            self.server_compute += time.perf_counter() - start
+
+    def finish(self) -> Reply:
+        import torch
+
+        self.reassembler.finish()
+        with torch.inference_mode():
+            out = self.session.result()
+        return Reply(output=out, server={"compute": self.server_compute})
+
+    def cancel(self) -> None:
+        self.session = None

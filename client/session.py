@@ -1,0 +1,446 @@
+"""A client session: profile, connect, probe, plan once; then run inferences, re-planning on drift.
+
+:class:`ClientSession` is what ``opss-client`` and the demo drive. Startup:
+
+1. build the model (zoo name or ``package.module:factory``, optional weights),
+   capture its layer graph at the input shape, load or build the client
+   profile (progress bar on stderr);
+2. unless the strategy is ``lo`` (which never touches the network): ask the
+   server for its models (``ListModels``), check that it serves this model
+   with the same fingerprint and input shape, and take its per-vertex server
+   times (when it sent none: a stored server profile on this machine, else
+   this client's own times, said so);
+3. the link: fixed (``--link 4g`` / ``5.85mbit``), or probed with ``Probe``
+   calls of predefined sizes (shaped by the throttle when there is one) and
+   fitted (:meth:`opss.link.LinkModel.fit`);
+4. plan the strategy (:func:`opss.plan.plan_all`).
+
+Each :meth:`ClientSession.run` executes the plan with the pipelined runtime
+(:func:`opss.client.runtime.run_inference`), feeds the measured uploads to a
+:class:`opss.link.LinkEstimator` and, when the bandwidth drifted beyond the
+threshold, re-plans before the next run and says so. Server faults never
+raise: the run finishes locally, and the server is tried again after an
+exponential back-off.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from opss.client.runtime import CallFailed, Execution, RunResult, Threads, run_inference
+from opss.client.throttle import TokenBucket
+from opss.errors import FingerprintMismatchError, ModelNotFoundError, OpssError, ShapeMismatchError
+
+__all__ = ["Backoff", "ClientConfig", "ClientSession", "RunReport", "PROBE_SIZES", "tolerance_for"]
+
+#: Probe payload sizes in bytes, smallest first; sizes whose expected time exceeds
+#: the per-probe budget (from the samples so far) are skipped on slow links.
+PROBE_SIZES: tuple[int, ...] = (4096, 16384, 65536, 262144, 1048576)
+
+STRATEGIES = ("lo", "co", "po", "opss", "joint")
+
+#: Downlink bandwidth assumed when only the upload is shaped (loopback-class, 10 GB/s).
+UNSHAPED_BYTES_PER_S = 1e10
+
+
+def tolerance_for(wire_dtype: str) -> tuple[float, float]:
+    """(rtol, atol relative to the output's scale) for ``--verify`` with this wire dtype.
+
+    float32 crosses the wire bit-exactly, so only the server's different kernels
+    (another device, another thread count) make it differ: 1e-4. float16 rounds
+    each cut tensor to 11 significant bits (relative error 2^-11 = 4.9e-4) and
+    the error grows through the server's layers: 2e-2. bfloat16 keeps 8 bits
+    (3.9e-3 per element): 8e-2.
+    """
+    return {"float32": (1e-4, 1e-4), "float16": (2e-2, 2e-2), "bfloat16": (8e-2, 8e-2)}[wire_dtype]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What one client session needs (units: seconds, bytes per second)."""
+
+    model: str
+    server: str | None = None
+    strategy: str = "opss"
+    link: str = "auto"
+    throttle: float | None = None
+    wire_dtype: str = "float32"
+    small: bool = False
+    weights: str | None = None
+    token: str | None = field(default=None, repr=False)
+    client_slowdown: float = 1.0
+    timeout: float = 30.0
+    drift_threshold: float = 0.25
+    seed: int = 0
+    threads: int = 1
+    probe_budget_s: float = 0.4
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise OpssError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.wire_dtype not in ("float32", "float16", "bfloat16"):
+            raise OpssError(f"wire dtype: expected float32, float16 or bfloat16, got {self.wire_dtype!r}")
+        if not (math.isfinite(self.client_slowdown) and self.client_slowdown >= 1.0):
+            raise OpssError(f"client slowdown: expected a finite factor >= 1, got {self.client_slowdown!r}")
+        if not (self.timeout > 0):
+            raise OpssError(f"deadline: expected > 0 seconds, got {self.timeout!r}")
+
+
+class Backoff:
+    """Exponential back-off after server failures: ``initial``, doubling, capped at ``maximum``."""
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.initial = initial
+        self.maximum = maximum
+        self.clock = clock
+        self.failures = 0
+        self.until = 0.0
+        self.reason = ""
+
+    def failed(self, reason: str) -> float:
+        """Record a failure; return the seconds until the server is tried again."""
+        delay = min(self.maximum, self.initial * 2 ** self.failures)
+        self.failures += 1
+        self.until = self.clock() + delay
+        self.reason = reason
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.until = 0.0
+        self.reason = ""
+
+    def waiting(self) -> float:
+        """Seconds left before the next try (0: try now)."""
+        return max(0.0, self.until - self.clock())
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """One run: the result, the plan's prediction beside it, and what the session did."""
+
+    index: int
+    result: RunResult
+    strategy: str
+    predicted: Any  # opss.latency.Prediction
+    top5: list
+    verify_error: float | None = None
+    verify_ok: bool | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def latency(self) -> float:
+        return self.result.latency
+
+
+def _say(out: TextIO | None, msg: str) -> None:
+    if out is not None:
+        print(msg, file=out, flush=True)
+
+
+class ClientSession:
+    """Profile, connect, probe and plan at construction; :meth:`run` runs one inference.
+
+    ``transport`` overrides the gRPC transport (tests use
+    :class:`~opss.client.runtime.InProcessTransport`); ``client_profile`` /
+    ``server_profile`` (``{vertex id: seconds}`` or Profile) skip the lookups.
+    Messages go to ``out`` (None: silent).
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: Any = None,
+        client_profile: Any = None,
+        server_profile: Any = None,
+        out: TextIO | None = sys.stdout,
+        err: TextIO | None = sys.stderr,
+    ) -> None:
+        import torch
+
+        from opss import models
+        from opss.graph import capture
+        from opss.latency import PlanGraph
+        from opss.link import LinkEstimator
+
+        self.config = cfg = config
+        self.out = out
+        self.err = err
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        spec = models.get_spec(cfg.model)
+        self.spec = spec
+        self.input_shape = tuple(spec.test_input_shape if cfg.small else spec.input_shape)
+        self.model = models.get_model(cfg.model, seed=cfg.seed, weights=cfg.weights)
+        self.fingerprint = models.fingerprint(self.model)
+        example = torch.randn(self.input_shape, generator=torch.Generator().manual_seed(cfg.seed))
+        self.graph = capture(self.model, example, "layer", name=cfg.model)
+        self.plan_graph = PlanGraph.from_layer_graph(self.graph)
+        self.throttle = TokenBucket(cfg.throttle) if cfg.throttle else None
+        self.backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
+        self._splits: dict[frozenset, Any] = {}
+        self._counter = itertools.count(1)
+        self._reference: tuple[Any, Any] | None = None
+        self.threads = Threads(cfg.threads)
+
+        self.client_profile = client_profile if client_profile is not None else self._client_profile()
+        self.transport = transport
+        self.server_info = None
+        self.server_profile = server_profile
+        needs_server = cfg.strategy != "lo"
+        if needs_server and self.transport is None:
+            if not cfg.server:
+                raise OpssError(f"strategy {cfg.strategy!r} needs a server: expected --server HOST:PORT, got none")
+            from opss.client.grpc_transport import GrpcTransport
+
+            self.transport = GrpcTransport(cfg.server, token=cfg.token)
+        if needs_server:
+            self._connect()
+        if self.server_profile is None:
+            self.server_profile = self._fallback_server_profile()
+        self.link = self._link()
+        self.estimator = LinkEstimator(self.link, threshold=cfg.drift_threshold, window=16, min_samples=3)
+        self.plan = self._plan(self.link)
+        self.execution = self._execution(self.plan)
+
+    # ---- startup ------------------------------------------------------------------------
+    def _client_profile(self) -> Any:
+        from opss.profile import load_or_build_profile, measure_profile
+
+        cfg = self.config
+        if cfg.small:
+            # the small shape is for tests and quick demos: measured here, never stored over
+            # the committed full-size tables
+            _say(self.err, f"opss-client: measuring a quick profile of {cfg.model} at {list(self.input_shape)}")
+            return measure_profile(cfg.model, device="cpu", threads=cfg.threads, repeats=5, warmup=1,
+                                   input_shape=self.input_shape, progress=cfg.progress, module=self.model,
+                                   graph=self.graph)
+        return load_or_build_profile(cfg.model, role="client", threads=cfg.threads, input_shape=self.input_shape,
+                                     progress=cfg.progress, graph=self.graph, module=self.model, stream=self.err)
+
+    def _fallback_server_profile(self) -> Any:
+        from opss.profile import load_or_build_profile
+
+        if not self.config.small:
+            try:
+                prof = load_or_build_profile(self.config.model, role="server", input_shape=self.input_shape,
+                                             build_missing=False, progress=False, graph=self.graph,
+                                             module=self.model, stream=self.err)
+                _say(self.out, f"server times: from the stored server profile {prof.device_tag}")
+                return prof
+            except OpssError:
+                pass
+        if self.config.strategy != "lo":
+            _say(self.out, "server times: the server sent none; assuming it is as fast as this client")
+        return self.client_profile
+
+    def _connect(self) -> None:
+        cfg = self.config
+        lister = getattr(self.transport, "list_models", None)
+        if lister is None:
+            return
+        try:
+            reply = lister(timeout=min(5.0, cfg.timeout))
+        except CallFailed as exc:
+            delay = self.backoff.failed(exc.reason)
+            _say(self.out, f"server: {exc.reason}; running locally, retrying in {delay:.0f}s")
+            return
+        info = next((m for m in reply.models if m.name == cfg.model), None)
+        if info is None:
+            served = ", ".join(m.name for m in reply.models) or "none"
+            raise ModelNotFoundError(f"server {cfg.server} does not serve {cfg.model!r}: it serves {served}")
+        if info.fingerprint and info.fingerprint != self.fingerprint:
+            raise FingerprintMismatchError(
+                f"server's {cfg.model} has weights fingerprint {info.fingerprint[:16]}, expected "
+                f"{self.fingerprint[:16]} (ours): load the same weights on both sides (--weights)"
+            )
+        if tuple(info.input_shape) and tuple(info.input_shape) != self.input_shape:
+            raise ShapeMismatchError(
+                f"server serves {cfg.model} at input shape {list(info.input_shape)}, expected "
+                f"{list(self.input_shape)} (ours){' (the client runs --small)' if cfg.small else ''}"
+            )
+        self.server_info = info
+        self.backoff.succeeded()
+        _say(self.out, f"server: {cfg.server} serves {cfg.model} on {info.device or '?'} (fingerprint ok)")
+        if self.server_profile is None and info.server_time_s:
+            times = dict(info.server_time_s)
+            missing = [v for v in self.plan_graph.ids if v not in times and v != self.plan_graph.input_id]
+            if not missing:
+                self.server_profile = times
+                _say(self.out, f"server times: {len(times)} vertices from the server's profile")
+
+    def _link(self) -> Any:
+        from opss.link import LinkModel, link_from_spec
+
+        cfg = self.config
+        spec = cfg.link
+        if spec != "auto":
+            link = link_from_spec(spec)
+            _say(self.out, f"link: fixed {link!r}")
+            return link
+        if cfg.strategy == "lo":
+            return link_from_spec("wifi")  # never used: nothing is uploaded
+        prober = getattr(self.transport, "probe", None)
+        fallback = LinkModel(c=0.0, b=cfg.throttle) if cfg.throttle else link_from_spec("wifi")
+        if prober is None or self.backoff.waiting() > 0:
+            _say(self.out, f"link: cannot probe (server unreachable); assuming {fallback!r}")
+            return fallback
+        samples: list[tuple[int, float]] = []
+        try:
+            rough = None
+            for size in PROBE_SIZES:
+                if rough is not None and rough.g(size) > cfg.probe_budget_s:
+                    break
+                samples += prober([size, size], throttle=self.throttle, timeout=cfg.timeout)
+                if len({w for w, _ in samples}) >= 2:
+                    rough = LinkModel.fit(samples)
+            link = LinkModel.fit(samples)
+        except CallFailed as exc:
+            delay = self.backoff.failed(exc.reason)
+            _say(self.out, f"link: probe failed ({exc.reason}); assuming {fallback!r}; retrying in {delay:.0f}s")
+            return fallback
+        except OpssError as exc:
+            _say(self.out, f"link: probe samples unusable ({exc}); assuming {fallback!r}")
+            return fallback
+        _say(self.out, f"link: probed {len(samples)} transfers of {sorted({w for w, _ in samples})} bytes -> {link!r}")
+        return link
+
+    def _plan(self, link: Any) -> Any:
+        from opss.link import LinkModel
+        from opss.plan import plan_all
+
+        # the application throttle shapes the upload only: the reply comes back unshaped
+        downlink = LinkModel(c=link.c, b=UNSHAPED_BYTES_PER_S) if self.config.throttle else None
+        return plan_all(self.plan_graph, self.client_profile, self.server_profile, link, [self.config.strategy],
+                        client_slowdown=self.config.client_slowdown, downlink=downlink)[self.config.strategy]
+
+    def split_for(self, client: Any) -> Any:
+        from opss.split import split
+
+        key = frozenset(client)
+        sp = self._splits.get(key)
+        if sp is None:
+            sp = self._splits[key] = split(self.graph, key)
+        return sp
+
+    def _execution(self, plan: Any) -> Execution:
+        sp = self.split_for(plan.client)
+        local = not sp.server.vertices
+        return Execution(
+            strategy=plan.strategy,
+            split=sp,
+            order=tuple(plan.order),
+            overlap=bool(plan.pipelined),
+            local=local,
+            model_name=self.config.model,
+            fingerprint=self.fingerprint,
+            predicted=plan.predicted.to_json(),
+        )
+
+    # ---- running ------------------------------------------------------------------------
+    def describe_plan(self) -> str:
+        p = self.plan
+        pr = p.predicted
+        ms = lambda s: f"{s * 1e3:.1f}ms"  # noqa: E731
+        client = len(p.client)
+        n = len(self.plan_graph)
+        lines = [
+            f"plan {p.strategy}: {client}/{n} vertices on the client, cut {list(p.cut)} "
+            f"({p.cut_bytes / 1e3:.1f} kB), {'pipelined' if p.pipelined else 'compute, then upload'}"
+            f"{', order proven optimal' if p.optimal_order else ''}",
+            f"  predicted total {ms(pr.total)} = client {ms(pr.client_makespan)} (compute {ms(pr.client_compute)}, "
+            f"upload {ms(pr.upload)}, hidden {ms(pr.hidden_upload)}) + server {ms(pr.server)} + reply {ms(pr.reply)}",
+        ]
+        if client <= 24:
+            lines.append(f"  order: {' '.join(p.order)}")
+        else:
+            lines.append(f"  order: {' '.join(p.order[:12])} ... {' '.join(p.order[-6:])}")
+        return "\n".join(lines)
+
+    def reference(self, x: Any) -> Any:
+        """The local full-model output for ``x`` (the ``--verify`` oracle), cached per input."""
+        import torch
+
+        if self._reference is None or self._reference[0] is not x:
+            with torch.inference_mode():
+                self._reference = (x, self.model(x))
+        return self._reference[1]
+
+    def run(self, x: Any, *, verify: bool = False) -> RunReport:
+        """One inference of ``x`` with the current plan (never raises for server faults)."""
+        import torch
+
+        from opss.labels import topk
+
+        index = next(self._counter)
+        notes: list[str] = []
+        ex = self.execution
+        predicted = self.plan.predicted
+        skip = None
+        if not ex.local:
+            wait = self.backoff.waiting()
+            if wait > 0:
+                skip = f"server in back-off for {wait:.1f}s more after: {self.backoff.reason}"
+            elif self.transport is None:
+                skip = "no server"
+        result = run_inference(
+            ex, x, self.transport, throttle=self.throttle, timeout=self.config.timeout,
+            request_id=f"{uuid.uuid4().hex[:8]}-{index}", wire_dtype=self.config.wire_dtype,
+            skip_reason=skip, slowdown=self.config.client_slowdown, threads=self.threads,
+        )
+        tl = result.timeline
+        if not ex.local and skip is None:
+            if tl.where == "fallback":
+                delay = self.backoff.failed(tl.note)
+                notes.append(f"fell back to local: {tl.note}; retrying the server in {delay:.0f}s")
+            else:
+                if self.backoff.failures:
+                    notes.append("server back: cooperative again")
+                self.backoff.succeeded()
+        elif skip is not None:
+            notes.append(f"ran locally: {skip}")
+        if tl.where == "cooperative":
+            for iv in tl.upload:
+                if iv.nbytes >= 4096 and iv.seconds > 0:
+                    self.estimator.add(iv.nbytes, iv.seconds)
+            if self.config.link == "auto" and self.estimator.drifted:
+                old, new = self.estimator.baseline, self.estimator.model
+                self.link = new
+                self.estimator.rebase()
+                old_cut = self.plan.cut
+                self.plan = self._plan(new)
+                self.execution = self._execution(self.plan)
+                same = "same cut" if self.plan.cut == old_cut else f"new cut {list(self.plan.cut)}"
+                notes.append(f"link drifted {old.mbps:.2f} -> {new.mbps:.2f} Mbps: re-planned ({same}, "
+                             f"predicted {self.plan.predicted.total * 1e3:.1f}ms)")
+        verr = vok = None
+        if verify:
+            ref = self.reference(x)
+            rtol, atol = tolerance_for(self.config.wire_dtype if tl.where == "cooperative" else "float32")
+            scale = max(1.0, float(ref.abs().max()))
+            diff = float((result.output.float() - ref.float()).abs().max())
+            verr = diff
+            try:
+                torch.testing.assert_close(result.output.float(), ref.float(), rtol=rtol, atol=atol * scale)
+                vok = True
+            except AssertionError:
+                vok = False
+        return RunReport(index=index, result=result, strategy=ex.strategy, predicted=predicted,
+                         top5=topk(result.output, 5), verify_error=verr, verify_ok=vok, notes=tuple(notes))
+
+    def close(self) -> None:
+        self.threads.close()
+        closer = getattr(self.transport, "close", None)
+        if closer is not None:
+            closer()
