@@ -146,7 +146,7 @@ class RandWire(nn.Module):
         return self.fc(torch.flatten(self.pool(self.head(x)), 1))
 
 
-@register("randwire", test_input_shape=(1, 3, 32, 32), block_types=(Node,))
+@register("randwire", test_input_shape=(1, 3, 16, 16), block_types=(Node,))
 def randwire() -> nn.Module:
     """RandWire WS(32, 4, 0.75), 3 random stages, C=16 (Xie et al., ICCV 2019)."""
     return RandWire()
