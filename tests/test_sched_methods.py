@@ -235,3 +235,20 @@ def test_exact_fails_fast_when_the_layers_alone_exceed_the_budget():
     wide = SchedGraph([(f"v{k}", 1, 2) for k in range(200)])  # 2^200 downsets
     with pytest.raises(BudgetExceededError, match="more than 100000 states"):
         exact_schedule(wide)
+
+
+def test_beam_on_large_graphs_unpruned_is_exact_and_pruned_is_valid():
+    # two independent chains of 35 uploading vertices: 70 vertices survive the glue
+    # reduction (the large-graph beam path) but there are only 36^2 downsets.
+    a = [(f"a{k}", 1 + k % 3, 1 + k % 4) for k in range(35)]
+    b = [(f"b{k}", 2 + k % 2, 1 + k % 5) for k in range(35)]
+    edges = [(f"a{k}", f"a{k + 1}") for k in range(34)] + [(f"b{k}", f"b{k + 1}") for k in range(34)]
+    gr = SchedGraph(a + b, edges)
+    assert len(glue_reduce(gr).graph) == 70
+    exact = exact_schedule(gr)
+    wide = beam_schedule(gr, width=10**6)
+    assert wide.optimal and wide.makespan == exact.makespan
+    for gr in (gr, random_dag(300, seed=5, window=20), random_tree(300, seed=5)):
+        res = beam_schedule(gr, width=3)
+        validate_order(gr, res.order)
+        assert res.makespan == makespan(gr, res.order) >= res.lower_bound

@@ -21,7 +21,7 @@ from opss.sched._result import METHODS, ScheduleResult, meets_bound
 
 
 # auto scales its beam so that width * frontier work stays below this many transitions.
-AUTO_BEAM_WORK = 300_000
+AUTO_BEAM_WORK = 1_000_000
 
 
 def auto_schedule(

@@ -272,30 +272,35 @@ def beam_schedule(graph: SchedGraph, width: int = DEFAULT_BEAM_WIDTH) -> Schedul
     start = time.perf_counter()
     red = glue_reduce(graph)
     inst = _Instance(red.graph)
+    if inst.n <= 64:
+        parent, pruned = _beam_small(inst, width)
+    else:
+        parent, pruned = _beam_large(inst, width)
+    order = red.expand(inst.path(parent, inst.full)) if inst.n else red.tail
+    return finish(graph, "beam", order, start, proven=not pruned)
+
+
+def _beam_small(inst: _Instance, width: int) -> tuple[dict[int, tuple[int, int]], bool]:
+    """Beam over bitmask states ranked by Johnson's relaxation from (F, t) (n <= 64)."""
     fl, gl = inst.f, inst.g
-    strong = inst.n <= 64
     jorder = johnson_order((i, fl[i], gl[i]) for i in range(inst.n))
-    total_g = sum(gl)
 
     def rank(item: tuple[int, list]) -> tuple:
-        mask, st = item
-        t, comp = st[0], st[1]
-        if strong:
-            c1, c2 = comp, t
-            for i in jorder:
-                if not (mask >> i) & 1:
-                    c1 += fl[i]
-                    c2 = (c1 if c1 > c2 else c2) + gl[i]
-            return (c2, t, mask)
-        return (t + total_g - st[3], t, mask)
+        mask, (t, comp, *_rest) = item
+        c1, c2 = comp, t
+        for i in jorder:
+            if not (mask >> i) & 1:
+                c1 += fl[i]
+                c2 = (c1 if c1 > c2 else c2) + gl[i]
+        return (c2, t, mask)
 
-    # state: [t, F, avail, uploaded g, parent mask, vertex]
-    level: dict[int, list] = {0: [0.0, 0.0, inst.sources, 0.0, 0, -1]}
+    # state: [t, F, avail (of the parent until kept), parent mask, vertex]
+    level: dict[int, list] = {0: [0.0, 0.0, inst.sources, 0, -1]}
     parent: dict[int, tuple[int, int]] = {}
     pruned = False
     for _ in range(inst.n):
         nxt: dict[int, list] = {}
-        for mask, (t, comp, avail, up, _p, _v) in level.items():
+        for mask, (t, comp, avail, _p, _v) in level.items():
             a = avail
             while a:
                 low = a & -a
@@ -306,18 +311,67 @@ def beam_schedule(graph: SchedGraph, width: int = DEFAULT_BEAM_WIDTH) -> Schedul
                 m2 = mask | low
                 cur = nxt.get(m2)
                 if cur is None:
-                    nxt[m2] = [t2, c2, avail, up + gl[i], mask, i]
+                    nxt[m2] = [t2, c2, avail, mask, i]
                 elif t2 < cur[0]:
-                    cur[0] = t2
-                    cur[2] = avail
-                    cur[4] = mask
-                    cur[5] = i
+                    cur[0], cur[2], cur[3], cur[4] = t2, avail, mask, i
         if len(nxt) > width:
             pruned = True
             nxt = dict(heapq.nsmallest(width, nxt.items(), key=rank))
         for m2, st in nxt.items():
-            st[2] = inst.step(st[4], st[2], st[5])
-            parent[m2] = (st[4], st[5])
+            st[2] = inst.step(st[3], st[2], st[4])
+            parent[m2] = (st[3], st[4])
         level = nxt
-    order = red.expand(inst.path(parent, inst.full)) if inst.n else red.tail
-    return finish(graph, "beam", order, start, proven=not pruned)
+    return parent, pruned
+
+
+def _beam_large(inst: _Instance, width: int) -> tuple[dict[int, tuple[int, int]], bool]:
+    """Beam for large graphs: candidates ranked by ``t + remaining g`` before any state is built.
+
+    The uploaded total ``up`` depends only on the set, so among candidates
+    reaching the same set the one ranked first has the least ``t``, which is
+    the one the exact DP would keep.
+    """
+    fl, gl = inst.f, inst.g
+    total_g = sum(gl)
+    pred_mask, succ = inst.pred_mask, inst.succ
+    sources = [i for i in range(inst.n) if pred_mask[i] == 0]
+    # state: (mask, t, F, uploaded g, available vertices)
+    level = [(0, 0.0, 0.0, 0.0, sources)]
+    parent: dict[int, tuple[int, int]] = {}
+    pruned = False
+
+    def take(pool: list, level: list) -> list:
+        """The first ``width`` distinct sets of ``pool`` (ranked), built into states."""
+        nxt = []
+        seen: set[int] = set()
+        for _key, t2, k, i in pool:
+            if len(nxt) == width:
+                break
+            mask, _t, comp, up, avail = level[k]
+            m2 = mask | (1 << i)
+            if m2 in seen:
+                continue
+            seen.add(m2)
+            av2 = [x for x in avail if x != i]
+            av2 += [j for j in succ[i] if pred_mask[j] & ~m2 == 0]
+            nxt.append((m2, t2, comp + fl[i], up + gl[i], av2))
+            parent[m2] = (mask, i)
+        return nxt
+
+    for _ in range(inst.n):
+        cands = []
+        for k, (_mask, t, comp, up, avail) in enumerate(level):
+            for i in avail:
+                c2 = comp + fl[i]
+                t2 = (c2 if c2 > t else t) + gl[i]
+                cands.append((t2 + total_g - up - gl[i], t2, k, i))
+        if len(cands) > width:
+            pruned = True
+            pool = heapq.nsmallest(2 * width, cands)
+        else:
+            pool = sorted(cands)
+        nxt = take(pool, level)
+        if len(nxt) < width and len(pool) < len(cands):  # duplicates used up the pool
+            nxt = take(sorted(cands), level)
+        level = nxt
+    return parent, pruned
