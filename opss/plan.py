@@ -495,6 +495,8 @@ def plan_model(
     method: str = "auto",
     build_missing: bool = True,
     progress: bool = True,
+    layer_graph: Any = None,
+    profiles_root: Any = None,
     **sched_opts: Any,
 ) -> tuple[PlanGraph, dict[str, Plan]]:
     """Capture a zoo (or ``package.module:factory``) model, look up its profiles and plan.
@@ -502,18 +504,22 @@ def plan_model(
     ``client_profile``/``server_profile`` default to this machine's client
     and server roles (:func:`opss.profile.load_or_build_profile`; built on
     the spot with a progress bar when missing and ``build_missing``).
+    ``layer_graph`` reuses an existing layer-granularity capture.
     Returns the planner's graph and ``{strategy: Plan}``. Imports torch.
     """
     from opss.profile import capture_model, load_or_build_profile
 
     if isinstance(strategies, str):
         strategies = STRATEGIES if strategies == "all" else [strategies]
-    lg = capture_model(model, granularity=granularity)
+    if layer_graph is None:
+        layer_graph = capture_model(model, "layer")
+    lg = layer_graph if granularity == "layer" else capture_model(model, granularity)
     graph = PlanGraph.from_layer_graph(lg)
+    kw = dict(build_missing=build_missing, progress=progress, graph=layer_graph, root=profiles_root)
     if client_profile is None:
-        client_profile = load_or_build_profile(model, role="client", build_missing=build_missing, progress=progress)
+        client_profile = load_or_build_profile(model, role="client", **kw)
     if server_profile is None:
-        server_profile = load_or_build_profile(model, role="server", build_missing=build_missing, progress=progress)
+        server_profile = load_or_build_profile(model, role="server", **kw)
     plans = plan_all(graph, client_profile, server_profile, link, strategies, client_slowdown=client_slowdown,
                      downlink=downlink, method=method, **sched_opts)
     return graph, plans

@@ -32,6 +32,19 @@ in some models), which inflates small layers and the sum; it also needs the
 profiler's own warm-up. The interpreter is therefore the default; the
 numbers are in ``docs/results/bench_profile.md``.
 
+Contention and the load scale. This machine's cores are shared; when the
+process is descheduled, the preemption lands inside the timed interval of
+whichever node is running. Per-node *medians* filter these spikes out, so on
+a loaded machine their sum falls well below a whole forward pass (measured
+here under a load average of 5 on 2 cores: mobilenet_v2 sum of medians 27 ms,
+median per-run total 49 ms, eager forward 50 ms), while on a quiet machine
+they agree within a few percent. Preemption hits a node in proportion to its
+duration, so the table records ``load_scale = median per-run total / sum of
+medians`` and :meth:`Profile.costs_for` (what the planner uses) returns
+``median * load_scale``: the vertex shares of the robust medians, scaled to
+what a whole run took on this machine while it was profiled. The raw
+medians stay in the table (``calibrated=False``).
+
 Files and lookup. ``profiles/<device-tag>/<model>.json`` under the
 repository (or any ``root``). The device tag is honest and stable:
 ``cpu-<cpu model>-<threads>t`` (the CPU model string from
@@ -54,8 +67,13 @@ invalidate a profile; both are stored.
 
 Roles: the client profile defaults to this CPU with 1 thread (a weak client
 has few cores and the runtime's send thread needs one); the server profile
-defaults to the GPU when one is available, else this CPU with all its
-threads. Same code, different device/threads.
+defaults to the GPU when one is available, else this CPU with half its
+cores: wherever a CPU "server" runs here (tests, ``opss demo``, the netns
+testbed) it shares the machine with the client, and on this 2-core machine
+2 threads under contention measured 3x *slower* than 1 (resnet18: 408 ms vs
+130 ms). Pass ``--threads`` for a dedicated CPU server. On this machine the
+client and server tables are therefore the same file
+(``cpu-amd-epyc-1t``); ``client_slowdown`` models a weaker client.
 
 Only the measuring functions import torch (inside the function); loading a
 stored :class:`Profile` needs only the standard library.
@@ -161,15 +179,17 @@ class VertexStats:
     p90: float
     bytes: int
     members: tuple[str, ...] = ()
+    mean: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"median": self.median, "p10": self.p10, "p90": self.p90, "bytes": self.bytes,
+        return {"median": self.median, "p10": self.p10, "p90": self.p90, "mean": self.mean, "bytes": self.bytes,
                 "members": list(self.members)}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> VertexStats:
+        mean = d.get("mean")
         return cls(float(d["median"]), float(d["p10"]), float(d["p90"]), int(d["bytes"]),
-                   tuple(d.get("members", ())))
+                   tuple(d.get("members", ())), None if mean is None else float(mean))
 
 
 @dataclass(frozen=True)
@@ -194,29 +214,46 @@ class Profile:
 
     @property
     def medians(self) -> dict[str, float]:
+        """Raw per-vertex medians (seconds), without the load scale."""
         return {v: st.median for v, st in self.vertices.items()}
 
-    def total(self) -> float:
-        """Sum of the vertex medians (seconds)."""
-        return math.fsum(st.median for st in self.vertices.values())
+    @property
+    def load_scale(self) -> float:
+        """``run_total_median / sum of medians`` at profiling time (1.0 when unknown)."""
+        x = self.meta.get("load_scale")
+        return float(x) if isinstance(x, (int, float)) and math.isfinite(x) and x > 0 else 1.0
 
-    def costs_for(self, graph: Any) -> dict[str, float]:
+    @property
+    def fx_load_scale(self) -> float:
+        """The same scale for the per-fx-node medians (block costs)."""
+        x = self.meta.get("fx_load_scale")
+        return float(x) if isinstance(x, (int, float)) and math.isfinite(x) and x > 0 else 1.0
+
+    def total(self, calibrated: bool = True) -> float:
+        """Sum of the vertex medians (seconds), times the load scale when ``calibrated``."""
+        raw = math.fsum(st.median for st in self.vertices.values())
+        return raw * (self.load_scale if calibrated else 1.0)
+
+    def costs_for(self, graph: Any, calibrated: bool = True) -> dict[str, float]:
         """Seconds per vertex of ``graph`` (a PlanGraph or LayerGraph).
 
         A vertex stored in the table with the same members takes its median;
         any other vertex (a block, a differently fused layer) is the sum of its
-        members' fx medians. Raises :class:`ProfileError` naming a vertex that
-        cannot be costed.
+        members' fx medians. ``calibrated`` multiplies by :attr:`load_scale`
+        (see the module docstring). Raises :class:`ProfileError` naming a
+        vertex that cannot be costed.
         """
         members = _members_of(graph)
+        scale = self.load_scale if calibrated else 1.0
+        fx_scale = self.fx_load_scale if calibrated else 1.0
         out: dict[str, float] = {}
         for v, mem in members.items():
             st = self.vertices.get(v)
             if st is not None and (not mem or tuple(mem) == st.members or not st.members):
-                out[v] = st.median
+                out[v] = st.median * scale
                 continue
             if mem and all(m in self.fx_medians for m in mem):
-                out[v] = math.fsum(self.fx_medians[m] for m in mem)
+                out[v] = math.fsum(self.fx_medians[m] for m in mem) * fx_scale
                 continue
             raise ProfileError(
                 f"profile of {self.model!r} ({self.device_tag}) has no time for vertex {v!r}: "
@@ -306,7 +343,7 @@ def capture_model(model: str, granularity: str = "layer", input_shape: tuple[int
 
 def role_settings(role: str) -> tuple[str, int]:
     """``(device, threads)`` for a role: client = this CPU, 1 thread; server = cuda if
-    available, else this CPU with all its threads."""
+    available, else this CPU with half its cores (at least 1)."""
     if role == "client":
         return "cpu", 1
     if role == "server":
@@ -314,7 +351,7 @@ def role_settings(role: str) -> tuple[str, int]:
 
         if torch.cuda.is_available():
             return "cuda", 1
-        return "cpu", os.cpu_count() or 1
+        return "cpu", max(1, (os.cpu_count() or 1) // 2)
     raise ProfileError(f"role: expected 'client' or 'server', got {role!r}")
 
 
@@ -348,7 +385,6 @@ def measure_profile(
     progress: bool = True,
     module: Any = None,
     graph: Any = None,
-    e2e_repeats: int | None = None,
 ) -> Profile:
     """Time every vertex of ``model``'s layer graph on ``device`` (see the module docstring)."""
     import torch
@@ -423,15 +459,28 @@ def measure_profile(
                     times[ev.name[6:]] = times.get(ev.name[6:], 0.0) + us * 1e-6
             return times
 
+        def one_forward() -> float:
+            with torch.no_grad():
+                sync()
+                t0 = time.perf_counter()
+                net_dev(x)
+                sync()
+                return time.perf_counter() - t0
+
+        # every run times the graph node by node and then the eager model once, interleaved,
+        # so both see the same machine load (the end-to-end reference of bench_profile)
         total = warmup + repeats
+        e2e: list[float] = []
         bar = tqdm(total=total, desc=f"profiling {model} on {device} ({threads}t)", unit="run",
                    file=sys.stderr, disable=not progress, leave=False)
         try:
             for i in range(total):
                 times = one_run()
+                forward = one_forward()
                 bar.update(1)
                 if i < warmup:
                     continue
+                e2e.append(forward)
                 per_vertex = dict.fromkeys(samples, 0.0)
                 extra = 0.0
                 for name, t in times.items():
@@ -444,18 +493,6 @@ def measure_profile(
                 for v, t in per_vertex.items():
                     samples[v].append(t)
                 unattributed.append(extra)
-            # the end-to-end reference: the eager model, same device and threads
-            e2e = []
-            n_e2e = e2e_repeats if e2e_repeats is not None else max(repeats, 10)
-            with torch.no_grad():
-                for _ in range(2):
-                    net_dev(x)
-                for _ in range(n_e2e):
-                    sync()
-                    t0 = time.perf_counter()
-                    net_dev(x)
-                    sync()
-                    e2e.append(time.perf_counter() - t0)
         finally:
             bar.close()
         tag = _tag_for(device, threads)
@@ -466,10 +503,15 @@ def measure_profile(
                 p90=_percentile(samples[n.id], 0.9),
                 bytes=int(n.bytes),
                 members=tuple(n.members),
+                mean=statistics.fmean(samples[n.id]),
             )
             for n in lg.nodes
         }
-        fx_medians = {m: statistics.median(ts) for m, ts in fx_samples.items() if ts}
+        run_total = statistics.median(math.fsum(samples[v][i] for v in samples) for i in range(repeats))
+        sum_medians = math.fsum(st.median for st in vertices.values())
+        # placeholders are not timed: they cost nothing
+        fx_medians = {m: statistics.median(ts) if ts else 0.0 for m, ts in fx_samples.items()}
+        sum_fx = math.fsum(fx_medians.values())
         meta = {
             "device": device,
             "device_description": (torch.cuda.get_device_name(dev) if cuda
@@ -485,6 +527,10 @@ def measure_profile(
             "repeats": repeats,
             "warmup": warmup,
             "end_to_end_median": statistics.median(e2e),
+            "run_total_median": run_total,
+            "sum_of_medians": sum_medians,
+            "load_scale": run_total / sum_medians if sum_medians > 0 else 1.0,
+            "fx_load_scale": run_total / sum_fx if sum_fx > 0 else 1.0,
             "end_to_end_p10": _percentile(e2e, 0.1),
             "end_to_end_p90": _percentile(e2e, 0.9),
             "unattributed_median": statistics.median(unattributed) if unattributed else 0.0,

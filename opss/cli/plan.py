@@ -1,0 +1,136 @@
+"""``opss plan --model NAME --link 4g``: plan lo/co/po/opss/joint and print the predicted terms.
+
+Uses the committed profiles (client: this CPU, 1 thread; server: CUDA if
+present, else this CPU with half its cores) and builds a missing one with a
+progress bar. ``--json FILE`` writes ``{"model", "link": {"c", "b"},
+"strategies": {name: {"client", "cut", "cut_bytes", "order", "predicted":
+{...}, "seconds_to_plan"}}}`` (times in seconds, bytes/s for ``b``).
+torch is imported inside ``run`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from opss.errors import LinkModelError
+
+STRATEGY_CHOICES = ("all", "lo", "co", "po", "opss", "joint")
+
+
+def _slowdown(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a factor > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite factor > 0, got {text!r}")
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="choose the cut and client order (lo, co, po, opss, joint) and predict the latency",
+        description=(
+            "Plan a model over a link: cut, client order and predicted latency with its terms "
+            "(client compute, upload, hidden upload, server, reply). --link is a preset (3g = 1.1 Mbps, "
+            "4g = 5.85 Mbps, wifi = 18.88 Mbps) or a rate such as 5.85mbit, 10Mbps, 2MB/s; --rtt sets the "
+            "per-message delay c. The reply uses the same link (symmetric) unless --downlink is given."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="zoo name or package.module:factory")
+    parser.add_argument("--link", required=True, help="3g | 4g | wifi | a rate (5.85mbit, 10Mbps, 2MB/s)")
+    parser.add_argument("--rtt", default=None, help="per-message delay c, e.g. 20ms (default 0)")
+    parser.add_argument("--downlink", default=None, help="downlink rate for the reply (default: same as --link)")
+    parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default="all", help="default all")
+    parser.add_argument("--granularity", choices=("layer", "block"), default="layer",
+                        help="plan over layers (default) or blocks (costs summed from the layer profile)")
+    parser.add_argument("--client-slowdown", type=_slowdown, default=1.0, metavar="X",
+                        help="multiply the client profile's times by X (model a Pi-class client "
+                             "from a PC profile; default 1.0)")
+    parser.add_argument("--method", default="auto",
+                        choices=("auto", "exact", "tree", "pathwise", "topo", "beam"),
+                        help="client-order scheduler of opss.sched (default auto)")
+    parser.add_argument("--profiles-dir", default=None, metavar="DIR",
+                        help="root of the profile tables (default: the repository's profiles/)")
+    parser.add_argument("--no-build", action="store_true", help="fail instead of measuring a missing profile")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the plans as JSON ('-' = stdout)")
+    parser.add_argument("--show-order", action="store_true", help="also print each strategy's client order")
+    parser.set_defaults(func=run)
+
+
+def _ms(x: float) -> str:
+    return f"{x * 1e3:.2f}"
+
+
+def format_table(plans, po_total: float | None = None) -> str:
+    head = ["strategy", "client", "cut", "cut bytes", "compute ms", "upload ms", "hidden ms", "server ms",
+            "reply ms", "total ms", "vs po", "plan ms", "order"]
+    rows = [head]
+    for name, p in plans.items():
+        pr = p.predicted
+        rows.append([
+            name, str(len(p.client)), str(len(p.cut)) if p.cut_bytes else "0", f"{p.cut_bytes:,}",
+            _ms(pr.client_compute), _ms(pr.upload), _ms(pr.hidden_upload), _ms(pr.server), _ms(pr.reply),
+            _ms(pr.total), f"{po_total / pr.total:.2f}x" if po_total else "-",
+            f"{p.seconds_to_plan * 1e3:.1f}", "optimal" if p.optimal_order else ("-" if not p.pipelined else "heur."),
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from opss.link import LinkModel, link_from_spec, parse_rate
+    from opss.plan import STRATEGIES, plan_model, plans_to_json
+
+    link = link_from_spec(args.link, rtt=args.rtt)
+    downlink = None
+    if args.downlink is not None:
+        try:
+            downlink = LinkModel(link.c, parse_rate(args.downlink))
+        except LinkModelError as exc:
+            raise LinkModelError(f"--downlink: {exc}") from None
+    strategies = STRATEGIES if args.strategy == "all" else (args.strategy,)
+
+    from opss.profile import capture_model, load_or_build_profile
+
+    layer_graph = capture_model(args.model, "layer")
+    kw = dict(root=args.profiles_dir, build_missing=not args.no_build, progress=True, graph=layer_graph)
+    client_prof = load_or_build_profile(args.model, role="client", **kw)
+    server_prof = load_or_build_profile(args.model, role="server", **kw)
+    graph, plans = plan_model(
+        args.model, link, strategies, granularity=args.granularity, client_profile=client_prof,
+        server_profile=server_prof, client_slowdown=args.client_slowdown, downlink=downlink, method=args.method,
+        layer_graph=layer_graph,
+    )
+    po_total = plans["po"].total if "po" in plans else None
+    print(f"model {args.model} ({args.granularity}: {len(graph)} vertices, {len(graph.edges)} edges); "
+          f"link c={link.c * 1e3:.2f} ms, b={link.mbps:.3f} Mbps ({link.b:,.0f} B/s); "
+          f"downlink {'= uplink' if downlink is None else f'{downlink.mbps:.3f} Mbps'}")
+    print(f"client profile {client_prof.device_tag} x{args.client_slowdown:g} slowdown "
+          f"(sum {client_prof.total() * args.client_slowdown * 1e3:.2f} ms); server profile "
+          f"{server_prof.device_tag} (sum {server_prof.total() * 1e3:.2f} ms)")
+    print(format_table(plans, po_total))
+    if args.show_order:
+        for name, p in plans.items():
+            print(f"{name}: cut {list(p.cut)}; order {' '.join(p.order)}")
+    if args.json:
+        doc = plans_to_json(args.model, link, plans, granularity=args.granularity,
+                            client_slowdown=args.client_slowdown,
+                            client_profile=client_prof.device_tag, server_profile=server_prof.device_tag)
+        text = json.dumps(doc, indent=1)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+            print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,101 @@
+"""``opss profile --model NAME``: measure (or look up) a model's per-layer latency table.
+
+Writes ``profiles/<device-tag>/<model>.json`` (see :mod:`opss.profile`). A
+matching stored table is reported and kept unless ``--force``; a missing
+one is measured with a progress bar on stderr. torch is imported inside
+``run`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "profile",
+        help="measure a model's per-layer latency on this device (profiles/<device-tag>/<model>.json)",
+        description=(
+            "Time every layer-graph vertex of a model (fx.Interpreter, warm-up then repeats; median and "
+            "p10/p90) and store the table under profiles/<device-tag>/. A matching table is kept unless "
+            "--force. --model all profiles the whole zoo; a comma list profiles several."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="zoo name, package.module:factory, a comma list, or all")
+    parser.add_argument("--role", choices=("client", "server"), default="client",
+                        help="default device/threads: client = CPU 1 thread; server = CUDA if present, "
+                             "else CPU with half the cores (default client)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="override the role's device")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="override the role's CPU threads")
+    parser.add_argument("--repeats", type=_positive_int, default=20, help="timed runs (default 20)")
+    parser.add_argument("--warmup", type=_nonneg_int, default=3, help="untimed warm-up runs (default 3)")
+    parser.add_argument("--method", choices=("interpreter", "profiler"), default="interpreter",
+                        help="fx.Interpreter wall-clock per node (default) or torch.profiler ranges")
+    parser.add_argument("--force", action="store_true", help="re-measure even if a matching table exists")
+    parser.add_argument("--profiles-dir", default=None, metavar="DIR",
+                        help="root of the profile tables (default: the repository's profiles/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from opss import models
+    from opss.profile import (
+        load_or_build_profile,
+        measure_profile,
+        profile_path,
+        role_settings,
+    )
+
+    if args.model == "all":
+        names = models.names()
+    else:
+        names = [n.strip() for n in args.model.split(",") if n.strip()]
+    for name in names:
+        models.get_spec(name)  # unknown names fail before any work
+    dev, thr = role_settings(args.role)
+    device = args.device or dev
+    threads = args.threads or (thr if device == dev else 1)
+    for name in names:
+        if args.method == "interpreter":
+            prof = load_or_build_profile(
+                name, role=args.role, device=device, threads=threads, root=args.profiles_dir,
+                force=args.force, repeats=args.repeats, warmup=args.warmup, progress=not args.quiet,
+            )
+        else:
+            prof = measure_profile(name, device=device, threads=threads, repeats=args.repeats,
+                                   warmup=args.warmup, method=args.method, progress=not args.quiet)
+            prof.save(profile_path(name, prof.device_tag, args.profiles_dir))
+        e2e = prof.meta.get("end_to_end_median", 0.0)
+        total = prof.total()
+        slowest = sorted(prof.vertices.items(), key=lambda kv: -kv[1].median)[:3]
+        print(
+            f"{name}: {len(prof.vertices)} vertices on {prof.device_tag} ({prof.meta.get('device_description')}), "
+            f"sum of medians {total * 1e3:.2f} ms, end-to-end {e2e * 1e3:.2f} ms "
+            f"({(total / e2e - 1) * 100 if e2e else 0:+.1f} %), slowest: "
+            + ", ".join(f"{v} {st.median * 1e3:.2f} ms" for v, st in slowest)
+            + f" -> {profile_path(name, prof.device_tag, args.profiles_dir)}"
+        )
+        sys.stdout.flush()
+    return 0
