@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
+import os
+import platform
 import statistics
 import sys
 import time
@@ -218,11 +221,19 @@ def main(argv=None):
         rows += run_suite(name, graphs, 1 if name == "large" else args.repeats)
         print(f"# {name}: {len(graphs)} instances in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     summary = summarize(rows)
-    print_table(summary)
-    print()
+    report = io.StringIO()
+    print_table(summary, file=report)
+    print(file=report)
     for line in check_targets(rows, summary):
-        print(line)
-    print(f"\n(total {time.perf_counter() - t0:.0f} s; gap to = opt: the exact optimum, lb: the lower bound)")
+        print(line, file=report)
+    print(
+        f"\n(total {time.perf_counter() - t0:.0f} s; gap to = opt: the exact optimum, lb: the lower bound;"
+        f" run times are wall-clock on {platform.python_implementation()} {platform.python_version()},"
+        f" {os.cpu_count()} CPUs)",
+        file=report,
+    )
+    print(report.getvalue(), end="")
+    (args.out / "bench_schedule.txt").write_text(report.getvalue())
     with open(args.out / "bench_schedule.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(summary[0]))
         w.writeheader()
@@ -232,7 +243,7 @@ def main(argv=None):
         w.writeheader()
         w.writerows(rows)
     plot(rows, args.out / "bench_schedule.png")
-    print(f"wrote {args.out / 'bench_schedule.csv'}, bench_schedule_runs.csv, bench_schedule.png", file=sys.stderr)
+    print(f"wrote {args.out / 'bench_schedule.csv'}, bench_schedule_runs.csv, bench_schedule.txt, bench_schedule.png", file=sys.stderr)
     return 0
 
 

@@ -123,3 +123,11 @@ def test_validate_order_names_the_node(order, word):
     assert word in str(err.value)
     with pytest.raises(InfeasibleOrderError):
         makespan(gr, order)
+
+
+def test_package_docstring_example_runs():
+    import doctest
+
+    import opss.sched
+
+    assert doctest.testmod(opss.sched).failed == 0
