@@ -293,8 +293,8 @@ class Reassembler:
             raise ShapeMismatchError(f"tensor {name!r} of shape {list(shape)} in {wire}: expected "
                                      f"{nbytes} bytes, got {chunk.total_bytes} declared")
         if chunk.index != 0 or chunk.offset != 0:
-            raise WireError(f"tensor {name!r}: expected its first chunk (#0 at offset 0), "
-                            f"got chunk #{chunk.index} at offset {chunk.offset}")
+            raise WireError(f"tensor {name!r}: chunks out of order: expected its first chunk "
+                            f"(#0 at offset 0), got chunk #{chunk.index} at offset {chunk.offset}")
         self._check_size(chunk, nbytes, 0)
         self._current = chunk
         self._buf = bytearray(nbytes)

@@ -119,7 +119,7 @@ def _cuts(name: str, shape, seed: int):
     x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         ref = model(x)
-    graph = capture(model, x)
+    graph = capture(model, x, name=name)
     ids = [n.id for n in graph.nodes]
     out = []
     for label, members in (("cloud", {graph.input_id}), ("mid", set(ids[: len(ids) // 2]))):
