@@ -88,12 +88,13 @@ def run(args: argparse.Namespace) -> int:
                                    warmup=args.warmup, method=args.method, progress=not args.quiet)
             prof.save(profile_path(name, prof.device_tag, args.profiles_dir))
         e2e = prof.meta.get("end_to_end_median", 0.0)
+        raw = prof.total(calibrated=False)
         total = prof.total()
         slowest = sorted(prof.vertices.items(), key=lambda kv: -kv[1].median)[:3]
         print(
             f"{name}: {len(prof.vertices)} vertices on {prof.device_tag} ({prof.meta.get('device_description')}), "
-            f"sum of medians {total * 1e3:.2f} ms, end-to-end {e2e * 1e3:.2f} ms "
-            f"({(total / e2e - 1) * 100 if e2e else 0:+.1f} %), slowest: "
+            f"sum of medians {raw * 1e3:.2f} ms x load scale {prof.load_scale:.3f} = {total * 1e3:.2f} ms, "
+            f"eager forward {e2e * 1e3:.2f} ms ({(total / e2e - 1) * 100 if e2e else 0:+.1f} %), slowest: "
             + ", ".join(f"{v} {st.median * 1e3:.2f} ms" for v, st in slowest)
             + f" -> {profile_path(name, prof.device_tag, args.profiles_dir)}"
         )
