@@ -238,12 +238,12 @@ def main(argv=None):
         w = csv.DictWriter(fh, fieldnames=list(summary[0]))
         w.writeheader()
         w.writerows(summary)
-    with open(args.out / "bench_schedule_runs.csv", "w", newline="") as fh:
+    with open(args.out / "bench_schedule.runs.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     plot(rows, args.out / "bench_schedule.png")
-    print(f"wrote {args.out / 'bench_schedule.csv'}, bench_schedule_runs.csv, bench_schedule.txt, bench_schedule.png", file=sys.stderr)
+    print(f"wrote {args.out / 'bench_schedule.csv'}, bench_schedule.runs.csv, bench_schedule.txt, bench_schedule.png", file=sys.stderr)
     return 0
 
 
