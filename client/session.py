@@ -69,6 +69,7 @@ class ClientConfig:
     model: str
     server: str | None = None
     strategy: str = "opss"
+    also_plan: tuple[str, ...] = ()
     link: str = "auto"
     throttle: float | None = None
     wire_dtype: str = "float32"
@@ -86,8 +87,10 @@ class ClientConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise OpssError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        object.__setattr__(self, "also_plan", tuple(self.also_plan))
+        for name in (self.strategy, *self.also_plan):
+            if name not in STRATEGIES:
+                raise OpssError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {name!r}")
         if self.wire_dtype not in ("float32", "float16", "bfloat16"):
             raise OpssError(f"wire dtype: expected float32, float16 or bfloat16, got {self.wire_dtype!r}")
         if not (math.isfinite(self.client_slowdown) and self.client_slowdown >= 1.0):
@@ -198,10 +201,12 @@ class ClientSession:
         self.transport = transport
         self.server_info = None
         self.server_profile = server_profile
-        needs_server = cfg.strategy != "lo"
+        self.strategies = tuple(dict.fromkeys((cfg.strategy, *cfg.also_plan)))
+        self.strategy = cfg.strategy
+        needs_server = any(name != "lo" for name in self.strategies)
         if needs_server and self.transport is None:
             if not cfg.server:
-                raise OpssError(f"strategy {cfg.strategy!r} needs a server: expected --server HOST:PORT, got none")
+                raise OpssError(f"strategy {self.strategy!r} needs a server: expected --server HOST:PORT, got none")
             from opss.client.grpc_transport import GrpcTransport
 
             self.transport = GrpcTransport(cfg.server, token=cfg.token)
@@ -211,8 +216,9 @@ class ClientSession:
             self.server_profile = self._fallback_server_profile()
         self.link = self._link()
         self.estimator = LinkEstimator(self.link, threshold=cfg.drift_threshold, window=16, min_samples=3)
-        self.plan = self._plan(self.link)
-        self.execution = self._execution(self.plan)
+        self.plans: dict[str, Any] = {}
+        self.executions: dict[str, Execution] = {}
+        self._replan(self.link)
 
     # ---- startup ------------------------------------------------------------------------
     def _client_profile(self) -> Any:
@@ -241,7 +247,7 @@ class ClientSession:
                 return prof
             except OpssError:
                 pass
-        if self.config.strategy != "lo":
+        if any(name != "lo" for name in self.strategies):
             _say(self.out, "server times: the server sent none; assuming it is as fast as this client")
         return self.client_profile
 
@@ -289,7 +295,7 @@ class ClientSession:
             link = link_from_spec(spec)
             _say(self.out, f"link: fixed {link!r}")
             return link
-        if cfg.strategy == "lo":
+        if all(name == "lo" for name in self.strategies):
             return link_from_spec("wifi")  # never used: nothing is uploaded
         prober = getattr(self.transport, "probe", None)
         fallback = LinkModel(c=0.0, b=cfg.throttle) if cfg.throttle else link_from_spec("wifi")
@@ -322,8 +328,27 @@ class ClientSession:
 
         # the application throttle shapes the upload only: the reply comes back unshaped
         downlink = LinkModel(c=link.c, b=UNSHAPED_BYTES_PER_S) if self.config.throttle else None
-        return plan_all(self.plan_graph, self.client_profile, self.server_profile, link, [self.config.strategy],
-                        client_slowdown=self.config.client_slowdown, downlink=downlink)[self.config.strategy]
+        return plan_all(self.plan_graph, self.client_profile, self.server_profile, link, self.strategies,
+                        client_slowdown=self.config.client_slowdown, downlink=downlink)
+
+    def _replan(self, link: Any) -> None:
+        self.plans = self._plan(link)
+        self.executions = {name: self._execution(p) for name, p in self.plans.items()}
+
+    @property
+    def plan(self) -> Any:
+        """The plan of the current strategy."""
+        return self.plans[self.strategy]
+
+    @property
+    def execution(self) -> Execution:
+        return self.executions[self.strategy]
+
+    def use(self, strategy: str) -> None:
+        """Switch to another planned strategy (``also_plan``)."""
+        if strategy not in self.plans:
+            raise OpssError(f"strategy {strategy!r} was not planned: expected one of {', '.join(self.plans)}")
+        self.strategy = strategy
 
     def split_for(self, client: Any) -> Any:
         from opss.split import split
@@ -349,8 +374,8 @@ class ClientSession:
         )
 
     # ---- running ------------------------------------------------------------------------
-    def describe_plan(self) -> str:
-        p = self.plan
+    def describe_plan(self, strategy: str | None = None) -> str:
+        p = self.plans[strategy or self.strategy]
         pr = p.predicted
         ms = lambda s: f"{s * 1e3:.1f}ms"  # noqa: E731
         client = len(p.client)
@@ -419,8 +444,7 @@ class ClientSession:
                 self.link = new
                 self.estimator.rebase()
                 old_cut = self.plan.cut
-                self.plan = self._plan(new)
-                self.execution = self._execution(self.plan)
+                self._replan(new)
                 same = "same cut" if self.plan.cut == old_cut else f"new cut {list(self.plan.cut)}"
                 notes.append(f"link drifted {old.mbps:.2f} -> {new.mbps:.2f} Mbps: re-planned ({same}, "
                              f"predicted {self.plan.predicted.total * 1e3:.1f}ms)")
