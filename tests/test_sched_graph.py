@@ -131,3 +131,34 @@ def test_package_docstring_example_runs():
     import opss.sched
 
     assert doctest.testmod(opss.sched).failed == 0
+
+
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["id", "f", "g", "nodes", "edges", "x"]), inner, max_size=4),
+    max_leaves=20,
+)
+_node = st.fixed_dictionaries({"id": st.text(max_size=2) | st.integers(0, 3), "f": _json, "g": _json})
+_instance = st.fixed_dictionaries(
+    {"nodes": st.lists(_node, max_size=4)},
+    optional={"edges": st.lists(st.lists(st.text(max_size=2) | _json, min_size=0, max_size=3), max_size=4)},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json | _instance)
+def test_from_json_raises_only_invalid_graph_error(data):
+    """Whatever JSON an outside tool sends, the CLI sees a graph or one InvalidGraphError."""
+    try:
+        gr = SchedGraph.from_json(data)
+    except InvalidGraphError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert SchedGraph.from_json(gr.to_json()) == gr
+
+
+def test_huge_integer_time_is_rejected():
+    with pytest.raises(InvalidGraphError, match="finite"):
+        SchedGraph.from_json({"nodes": [{"id": "a", "f": 10**400, "g": 0}]})

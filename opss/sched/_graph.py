@@ -36,7 +36,10 @@ def _time(value: Any, what: str, node: str) -> float:
             f"node {node!r}: {what} must be a number, expected a finite float >= 0, "
             f"got {type(value).__name__} {value!r}"
         )
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float range
+        x = math.inf
     if not math.isfinite(x) or x < 0:
         raise InvalidGraphError(
             f"node {node!r}: {what} must be finite and non-negative, expected a float >= 0, got {x!r}"
