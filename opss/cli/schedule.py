@@ -48,7 +48,8 @@ def register(subparsers) -> None:
         choices=METHODS,
         default="auto",
         help="exact (DP over downsets), tree (paper Alg. 3-4), pathwise (Alg. 2+1), "
-        "topo (Alg. 5), beam, or auto (exact if within budget, else best heuristic); default auto",
+        "topo (Alg. 5), beam, or auto (a paper heuristic if it meets the lower bound, else exact "
+        "within --budget, else the best of beam and the heuristics); default auto",
     )
     parser.add_argument(
         "--budget",
