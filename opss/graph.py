@@ -9,10 +9,12 @@ groups the fx nodes into vertices:
 * Parameters, buffers and every computation that does not depend on the input
   (``get_attr`` nodes, ``torch.sigmoid(self.weight)``, ...) are *constants*:
   they are not vertices; each part of a split evaluates them once.
-* ``granularity="layer"``: every op is a vertex; with ``fuse=True`` a chain of
-  single-input/single-output ops whose intermediates have exactly one consumer
-  (``conv -> bn -> relu``) is one vertex named after its last member, whose
-  output is the vertex's output. Fusion never crosses a block boundary, so
+* ``granularity="layer"``: every op is a vertex; with ``fuse=True`` an op
+  followed by size-keeping cheap ops (normalization, activation, dropout,
+  flatten/view, arithmetic with a constant), each the only consumer of the one
+  before and reading nothing else (``conv -> bn -> relu``), is one vertex named
+  after its last member, whose output is the vertex's output. The rule looks at
+  op types only, so vertex ids do not depend on the input resolution. Fusion never crosses a block boundary, so
   expanding every block of the block graph gives exactly the layer graph.
 * ``granularity="block"``: a named submodule (an Inception module, a residual
   block, an inverted residual, a RandWire node, ...) is one vertex whose id is
@@ -559,7 +561,9 @@ def _assemble(
             if block_of.get(v.name) != block_of.get(n.name):
                 continue
             ins = {a.name for a in live_inputs(v)}
-            if ins != {n.name} or not _is_follower(v, info[n.name], info[v.name], modules):
+            if ins != {n.name} or not _is_follower(v, modules):
+                continue
+            if not (info[n.name].is_tensor and info[v.name].is_tensor):
                 continue
             fused_into[n.name] = v.name
     for n in reversed(layer_nodes):
@@ -662,45 +666,60 @@ def _assemble(
     )
 
 
-_COMPUTE_MODULES = (
-    nn.modules.conv._ConvNd,
-    nn.Linear,
-    nn.Bilinear,
-    nn.MultiheadAttention,
-    nn.RNNBase,
-    nn.Embedding,
+_F = torch.nn.functional
+# Ops that keep their input's size and cost little next to a conv/linear: they
+# are fused onto their only input. Chosen by type, never by measured size, so
+# vertex ids do not depend on the input resolution.
+_FOLLOWER_MODULES = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.modules.dropout._DropoutNd,
+    nn.Identity,
+    nn.Flatten,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
 )
-_COMPUTE_FUNCTIONS = {
-    torch.nn.functional.conv1d,
-    torch.nn.functional.conv2d,
-    torch.nn.functional.conv3d,
-    torch.nn.functional.conv_transpose1d,
-    torch.nn.functional.conv_transpose2d,
-    torch.nn.functional.conv_transpose3d,
-    torch.nn.functional.linear,
-    torch.nn.functional.bilinear,
-    torch.matmul,
-    torch.mm,
-    torch.bmm,
-    torch.einsum,
-    operator.matmul,
+_FOLLOWER_FUNCTIONS = {
+    _F.relu, _F.relu6, _F.leaky_relu, _F.elu, _F.selu, _F.celu, _F.gelu, _F.silu, _F.mish,
+    _F.hardswish, _F.hardsigmoid, _F.hardtanh, _F.sigmoid, _F.tanh, _F.softplus,
+    _F.dropout, _F.batch_norm, _F.layer_norm, _F.group_norm, _F.local_response_norm,
+    torch.relu, torch.sigmoid, torch.tanh, torch.flatten, torch.clamp, torch.neg,
+    torch.add, torch.sub, torch.mul, torch.div,
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
+}
+_FOLLOWER_METHODS = {
+    "relu", "sigmoid", "tanh", "clamp", "neg", "flatten", "view", "reshape", "contiguous",
+    "add", "sub", "mul", "div",
 }
 
 
-def _is_follower(v: fx.Node, u_info: _FxInfo, v_info: _FxInfo, modules: dict) -> bool:
-    """May ``v`` be fused onto its only input ``u``? Yes when it keeps the
-    output size (BN, activations, dropout, flatten, views, adding a constant)
-    and is not itself a conv/linear-type layer: a cut between ``u`` and ``v``
-    would send as many bytes as a cut after ``v`` and only move a cheap op, so
-    little is lost. Shape-changing ops (pooling, convs) start a new vertex."""
-    if u_info.bytes != v_info.bytes or not (u_info.is_tensor and v_info.is_tensor):
-        return False
+def _is_follower(v: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """May ``v`` be fused onto its only input? Yes for size-keeping, cheap ops
+    (normalization, activations, dropout, flatten/view, arithmetic with a
+    constant): a cut between them would send as many bytes as a cut after ``v``
+    and only move a cheap op. Pooling, convs and linears start a new vertex."""
     if v.op == "call_module":
-        return not isinstance(modules.get(v.target), _COMPUTE_MODULES)
+        return isinstance(modules.get(v.target), _FOLLOWER_MODULES)
     if v.op == "call_function":
-        return v.target not in _COMPUTE_FUNCTIONS
+        return v.target in _FOLLOWER_FUNCTIONS
     if v.op == "call_method":
-        return v.target not in ("matmul", "mm", "bmm")
+        return v.target in _FOLLOWER_METHODS
     return False
 
 

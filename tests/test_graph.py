@@ -127,6 +127,10 @@ def test_expanding_every_block_gives_the_layer_graph(name):
     pos = {v: i for i, v in enumerate(layer.ids)}
     assert all(pos[u] < pos[v] for u, v in layer.edges)
     assert layer.node(layer.output_id).shape == tuple(model(x).shape)
+    # fusion looks at op types only: the same ids at another resolution
+    _, c, h, w = x.shape
+    bigger = capture(model, torch.randn(1, c, 2 * h + 1, 2 * w + 1), "layer", name=name)
+    assert bigger.ids == layer.ids and bigger.edges == layer.edges
 
 
 def test_expand_one_block(resnet18):
