@@ -122,6 +122,9 @@ class _FxInfo:
 class LayerGraph:
     """A captured model as a DAG of vertices. Build it with :func:`capture`.
 
+    ``model`` is the model's name (zoo name or the class name), ``nodes`` are in
+    a topological order, ``edges`` are ``(u, v)`` vertex-id pairs.
+
     ``gm`` is the prepared fx ``GraphModule`` (in-place ops cleared) that
     ``opss.split`` executes; ``output_node`` maps a vertex id to the fx node
     name whose value is the vertex's output (what a cut sends)."""

@@ -337,3 +337,22 @@ def test_full_resolution_split_oracle(name):
             order = random_topological_order(graph, sp.client.vertices, rng)
             out, _ = drive(sp, x, order)
             assert_close(out, ref)
+
+
+def test_partitioned_inception_is_a_tree():
+    """The paper's Figs. 1-2: GoogLeNet with the cut inside one Inception
+    module (expanded into its layers) leaves a tree on the client whose
+    cut-points are its leaves."""
+    model = models.get_model("googlenet")
+    x = models.example_input("googlenet", small=True)
+    g = capture(model, x, "block", name="googlenet").expand(["inception4a"])
+    inside = g.vertices_in_module("inception4a")
+    assert inside[-1] == "cat_2" and len(inside) == 8
+    front = set(g.ids[: g.ids.index("maxpool3") + 1])
+    s = front | {"relu_15", "relu_16", "relu_17", "relu_18", "inception4a_branch4_0"}
+    assert g.structure(s) == "tree"
+    sp = split(g, s)
+    assert sp.cut == ("relu_15", "relu_17", "relu_18", "inception4a_branch4_0")
+    assert all(not [w for w in g.succs(c) if w in s] for c in sp.cut)  # leaves
+    with torch.no_grad():
+        assert_close(sp.server.run(sp.client.run(x)), model(x))

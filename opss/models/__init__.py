@@ -18,7 +18,17 @@ imports ``factory`` (a callable taking no required arguments and returning an
 ``nn.Module``). The input shape comes from an ``input_shape`` attribute of the
 factory or of the module it returns (default ``(1, 3, 224, 224)``), and the
 small shape for fast tests from ``test_input_shape`` (default: the input
-shape). Or call :func:`register` from your own code.
+shape), and optionally ``block_types`` (module classes that are blocks at
+``granularity="block"``). Example::
+
+    # mypkg/nets.py
+    def make():
+        return MyNet()
+    make.input_shape = (1, 3, 128, 128)
+
+    opss graph --model mypkg.nets:make
+
+Or call :func:`register` from your own code.
 """
 
 from __future__ import annotations
