@@ -236,6 +236,30 @@ def test_min_cut_equals_brute_force_over_downsets(seed):
     assert graph.check_client_set(client) == client  # a valid client set
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_scipy_and_python_max_flow_agree_on_large_dags(seed):
+    import opss.mincut as mc
+
+    rng = random.Random(900 + seed)
+    graph, f, s = random_graph(rng.randint(100, 160), 900 + seed)
+    link = LinkModel(c=rng.uniform(0, 0.5), b=rng.uniform(2, 40))
+    g = {v: link.g(graph.nbytes[v]) for v in graph.ids}
+    reply = link.g(graph.nbytes[graph.output_id])
+    args = (graph.ids, graph.edges, f, s, g, graph.input_id, graph.output_id, reply)
+    assert len(graph) + 2 > mc.SCIPY_MIN_NODES
+    fast, fast_cost = min_cut_partition(*args)
+    saved = mc.SCIPY_MIN_NODES
+    try:
+        mc.SCIPY_MIN_NODES = 10**9  # force the pure-Python Dinic
+        slow, slow_cost = min_cut_partition(*args)
+    finally:
+        mc.SCIPY_MIN_NODES = saved
+    assert fast_cost == pytest.approx(slow_cost, rel=1e-6)
+    assert fast_cost == pytest.approx(additive_cost(fast, graph.ids, graph.edges, f, s, g, graph.output_id, reply))
+    graph.check_client_set(fast)
+    graph.check_client_set(slow)
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_chain_prefix_scan_equals_min_cut(seed):
     rng = random.Random(seed)
