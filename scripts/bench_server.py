@@ -108,6 +108,8 @@ def bench_codec(sizes_mb, repeats: int, seed: int) -> list[dict]:
         rows.append({"mb": round(mb, 3), **{f"{k}_ms_per_mb": round(v, 4) for k, v in t.items()},
                      "speedup_encode": round(t["torch_save"] / t["opss_encode"], 1),
                      "speedup_decode": round(t["torch_load"] / t["opss_decode"], 1),
+                     "speedup_roundtrip": round(
+                         (t["torch_save"] + t["torch_load"]) / (t["opss_encode"] + t["opss_decode"]), 1),
                      "speedup_roundtrip_with_proto": round(
                          (t["torch_save"] + t["torch_load"]) / (t["proto_encode"] + t["proto_decode"]), 1)})
     return rows
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="googlenet,resnet18")
     p.add_argument("--clients", default="1,4,16")
     p.add_argument("--requests", type=int, default=4, help="requests per client per configuration")
-    p.add_argument("--sizes-mb", default="0.25,1,4,16")
+    p.add_argument("--sizes-mb", default="0.0625,0.25,1,4,16")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--small", action="store_true", help="test input shapes (smoke runs)")
