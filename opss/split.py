@@ -221,9 +221,14 @@ class ServerPart:
         }
         self._pos = {v: i for i, v in enumerate(graph.ids)}
         self._consts = _constants(graph.gm, graph)
+        tensors = [*graph.gm.parameters(), *graph.gm.buffers()]
+        self.device = tensors[0].device if tensors else torch.device("cpu")
 
     def __repr__(self) -> str:
         return f"ServerPart(model={self.graph.model!r}, vertices={len(self.vertices)}, cut={self.cut})"
+
+    # ``device``: where the captured GraphModule's weights live (capture a model
+    # on the GPU to serve there); fed tensors on another device are copied to it.
 
     @property
     def inputs(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -292,6 +297,8 @@ class ServerSession:
                 f"cut tensor {name!r}: expected shape {tuple(shape)} {dtype}, "
                 f"got {tuple(tensor.shape)} {got_dtype}"
             )
+        if tensor.device != part.device:  # a copy: the caller's tensor stays as it was
+            tensor = tensor.to(part.device)
         self._runner.env[part._out[name]] = tensor
         return self._arrived(name)
 

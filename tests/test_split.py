@@ -356,3 +356,20 @@ def test_partitioned_inception_is_a_tree():
     assert all(not [w for w in g.succs(c) if w in s] for c in sp.cut)  # leaves
     with torch.no_grad():
         assert_close(sp.server.run(sp.client.run(x)), model(x))
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_server_part_on_gpu_takes_cpu_tensors():
+    name = "resnet18"
+    model = models.get_model(name)
+    x = models.example_input(name, small=True)
+    cpu = capture(model, x, "layer", name=name)
+    gpu = capture(model.cuda(), x.cuda(), "layer", name=name)
+    s = {"x", "relu", "maxpool", "layer1_0_relu"}
+    sent = split(cpu, s).client.run(x)
+    sp = split(gpu, s)
+    assert sp.server.device.type == "cuda"
+    out = sp.server.run(sent)
+    with torch.no_grad():
+        assert_close(out.cpu(), model.cpu()(x), rtol=1e-3, atol=1e-3)
