@@ -3,7 +3,8 @@
     opss-server [--host H] [--port P] [--device auto|cuda|cpu] [--models a,b,...]
                 [--weights NAME=FILE]... [--input-shape NAME=1x3x224x224]... [--small]
                 [--max-workers N] [--max-inflight N] [--compute-slots N] [--cache-size N]
-                [--tls-cert PEM --tls-key PEM] [--token-file F] [--grace S] [--log-level L]
+                [--tls-cert PEM --tls-key PEM] [--token-file F] [--profile off|stored|build]
+                [--grace S] [--log-level L]
 
 Also ``python -m opss.server``. Prints "opss-server listening on HOST:PORT" once the
 models are loaded (port 0 picks a free port). SIGTERM/SIGINT: stop accepting calls,
@@ -20,6 +21,7 @@ import threading
 from pathlib import Path
 
 from .config import DEFAULT_MODELS, ServerConfig
+from .profiling import profile_source
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="PEM private key (with --tls-cert)")
     p.add_argument("--token-file", type=Path,
                    help="file holding a bearer token clients must send ('authorization: Bearer T')")
+    p.add_argument("--profile", choices=("off", "stored", "build"), default="stored",
+                   help="per-vertex server times for ListModels: the stored profile of this "
+                        "device (default), also measure missing ones at start (build), or none")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds in-flight calls may finish on shutdown (default 10)")
     p.add_argument("--log-level", default="INFO",
@@ -85,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                         small=args.small, max_workers=args.max_workers,
                         max_inflight=args.max_inflight, compute_slots=args.compute_slots,
                         cache_size=args.cache_size, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        token=token, grace_s=args.grace)
+                        token=token, grace_s=args.grace, profile_fn=profile_source(args.profile))
 
 
 def main(argv: list[str] | None = None) -> int:

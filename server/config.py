@@ -49,8 +49,9 @@ class ServerConfig:
     - ``grace_s``: how long in-flight calls may finish on shutdown.
     - ``tls_cert``/``tls_key``: PEM files; both or neither. ``token``: when set, every
       call except health checks needs metadata ``authorization: Bearer <token>``.
-    - ``profile_fn``: ``(graph, device) -> {vertex id: seconds}``, the per-vertex server
-      time reported by ListModels; ``None`` leaves it empty.
+    - ``profile_fn``: ``(layer graph, module, device) -> {vertex id: seconds}``, the
+      per-vertex server time reported by ListModels (see :mod:`opss.server.profiling`);
+      ``None`` leaves it empty.
     """
 
     host: str = "127.0.0.1"
@@ -74,7 +75,8 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     token: str | None = field(default=None, repr=False)
-    profile_fn: Callable[[Any, Any], Mapping[str, float]] | None = field(default=None, repr=False)
+    profile_fn: Callable[[Any, Any, Any], Mapping[str, float]] | None = field(default=None,
+                                                                             repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))

@@ -106,7 +106,7 @@ class ModelStore:
             synchronize(self.device)
         if self.config.profile_fn is not None:
             try:
-                times = self.config.profile_fn(graph, self.device)
+                times = self.config.profile_fn(graph, loaded.model, self.device)
                 loaded.server_time_s = {str(k): float(v) for k, v in dict(times).items()}
             except Exception as e:  # a failed profile must not stop serving
                 log.warning("profiling %s failed, ListModels reports no server times: %s",

@@ -505,3 +505,16 @@ def test_encode_tensor_matches_request_stream(resnet) -> None:
     reqs = list(resnet.requests({resnet.graph.input_id}, x, chunk_bytes=5000))
     expected = [chunk_to_proto(c) for c in encode_tensor(resnet.graph.input_id, x, chunk_bytes=5000)]
     assert [r.chunk for r in reqs[1:]] == expected
+
+
+def test_list_models_reports_measured_server_profile(tiny, resnet, tmp_path) -> None:
+    from opss.server.profiling import profile_source
+
+    h = tiny(max_inflight=1, profile_fn=profile_source("build", root=tmp_path, repeats=2))
+    with grpc.insecure_channel(f"127.0.0.1:{h.port}") as ch:
+        (info,) = opss_pb2_grpc.OpssStub(ch).ListModels(opss_pb2.ListModelsRequest()).models
+    assert set(info.server_time_s) == set(resnet.graph.ids)
+    assert all(t >= 0 for t in info.server_time_s.values())
+    assert sum(info.server_time_s.values()) > 0
+    assert info.profile_granularity == opss_pb2.LAYER
+    assert list(tmp_path.rglob("resnet18.json")), "the measured profile was stored"
