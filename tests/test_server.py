@@ -518,3 +518,73 @@ def test_list_models_reports_measured_server_profile(tiny, resnet, tmp_path) -> 
     assert sum(info.server_time_s.values()) > 0
     assert info.profile_granularity == opss_pb2.LAYER
     assert list(tmp_path.rglob("resnet18.json")), "the measured profile was stored"
+
+
+def test_tls_server_accepts_a_trusting_client(tiny, resnet, tmp_path) -> None:
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    h = tiny(max_inflight=1, tls_cert=str(cert), tls_key=str(key), host="localhost")
+    creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    x = resnet.input(6)
+    with grpc.secure_channel(f"localhost:{h.port}", creds) as ch:
+        reply = opss_pb2_grpc.OpssStub(ch).Infer(resnet.requests({resnet.graph.input_id}, x))
+    torch.testing.assert_close(tensor_from_proto(reply.output), resnet.reference(x))
+    with grpc.insecure_channel(f"localhost:{h.port}") as ch:  # plaintext is refused
+        code, _ = _code(lambda: opss_pb2_grpc.OpssStub(ch).ListModels(
+            opss_pb2.ListModelsRequest(), timeout=5))
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+SLOW_MODEL = '''
+import time
+import torch
+from torch import nn
+
+
+def factory():
+    time.sleep({delay})
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten())
+
+
+factory.input_shape = (1, 3, 8, 8)
+'''
+
+
+def test_health_not_serving_and_unavailable_until_models_are_loaded(tmp_path, monkeypatch) -> None:
+    import socket
+
+    (tmp_path / "opss_slow_model.py").write_text(SLOW_MODEL.format(delay=2.0))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ServerConfig(models=("opss_slow_model:factory",), device="cpu", port=port,
+                          warmup_runs=0, max_workers=4, max_inflight=2)
+    built: list = []
+    starter = threading.Thread(target=lambda: built.append(build_server(config)))
+    starter.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            status = None
+            end = time.monotonic() + 20
+            while status is None and time.monotonic() < end:
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                except grpc.RpcError:
+                    time.sleep(0.02)  # not bound yet
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            code, details = _code(lambda: opss_pb2_grpc.OpssStub(ch).ListModels(
+                opss_pb2.ListModelsRequest(), timeout=5))
+            assert code == grpc.StatusCode.UNAVAILABLE and "loading" in details
+            starter.join(30)
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        starter.join(30)
+        for h in built:
+            h.stop(0).wait()
