@@ -1,0 +1,77 @@
+"""Planners on every zoo model with the committed profiles: the strategy ordering holds and
+every prediction is what the latency model recomputes for the plan's client set and order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from opss import models  # noqa: E402
+from opss.cli import main  # noqa: E402
+from opss.latency import PlanGraph, predict  # noqa: E402
+from opss.link import PRESETS, link_from_spec  # noqa: E402
+from opss.plan import STRATEGIES, plan_all  # noqa: E402
+from opss.profile import capture_model, load_or_build_profile  # noqa: E402
+
+EPS = 1e-12
+
+
+@pytest.fixture(scope="module", params=models.names())
+def zoo(request):
+    name = request.param
+    lg = capture_model(name, "layer")
+    prof = load_or_build_profile(name, role="client", graph=lg, build_missing=False)
+    graph = PlanGraph.from_layer_graph(lg)
+    return name, graph, prof.costs_for(graph)
+
+
+@pytest.mark.parametrize("slowdown", [1.0, 4.0])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_joint_le_opss_le_po_on_every_zoo_model(zoo, preset, slowdown):
+    name, graph, f = zoo
+    link = link_from_spec(preset, rtt="2ms")
+    plans = plan_all(graph, f, f, link, STRATEGIES, client_slowdown=slowdown)
+    t = {k: p.total for k, p in plans.items()}
+    assert t["joint"] <= t["opss"] * (1 + EPS), (name, preset, t)
+    assert t["opss"] <= t["po"] * (1 + EPS), (name, preset, t)
+    assert t["po"] <= min(t["lo"], t["co"]) * (1 + EPS), (name, preset, t)
+    fc = {v: x * slowdown for v, x in f.items()}
+    for p in plans.values():
+        again = predict(graph, p.client, p.order, fc, f, link, pipelined=p.pipelined)
+        assert again.total == pytest.approx(p.total, rel=1e-9)
+    # local only is the whole model on the client, cloud only uploads the input
+    assert plans["lo"].total == pytest.approx(sum(fc.values()))
+    assert plans["co"].cut == (graph.input_id,) and plans["co"].cut_bytes == graph.nbytes[graph.input_id]
+
+
+def test_cli_plan_json_document(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    rc = main(["plan", "--model", "alexnet_parallel", "--link", "4g", "--rtt", "5ms", "--client-slowdown", "4",
+               "--json", str(out), "--no-build"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for k in STRATEGIES:
+        assert f"\n{k} " in text
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "alexnet_parallel"
+    assert doc["link"]["c"] == pytest.approx(0.005) and doc["link"]["b"] == pytest.approx(5.85e6 / 8)
+    assert set(doc["strategies"]) == set(STRATEGIES)
+    for entry in doc["strategies"].values():
+        for key in ("client", "cut", "cut_bytes", "order", "predicted", "seconds_to_plan"):
+            assert key in entry
+        for key in ("client_compute", "upload", "hidden_upload", "server", "total"):
+            assert key in entry["predicted"]
+        assert sorted(entry["order"]) == sorted(entry["client"])
+    assert doc["client_slowdown"] == 4.0
+
+
+def test_cli_plan_errors(capsys, tmp_path):
+    assert main(["plan", "--model", "alexnet", "--link", "5furlongs"]) == 2
+    assert "rate" in capsys.readouterr().err
+    assert main(["plan", "--model", "nope", "--link", "4g"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["plan", "--model", "alexnet", "--link", "4g", "--no-build", "--profiles-dir", str(tmp_path)]) == 2
+    assert "no profile" in capsys.readouterr().err
