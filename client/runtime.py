@@ -281,10 +281,15 @@ def run_inference(
         try:
             with torch.inference_mode():
                 last = time.perf_counter() - t0
+                ideal = last  # the emulated slower client's clock (slowdown > 1)
                 for step in split.client.steps(x, order=ex.order):
                     now = time.perf_counter() - t0
                     if slowdown > 1.0:
-                        time.sleep((slowdown - 1.0) * (now - last))
+                        # sleep to where a client `slowdown` times slower would be; keeping the ideal
+                        # clock (not the woken-up time) makes one sleep's overshoot shorten the next
+                        ideal += slowdown * (now - last)
+                        while (left := ideal - (time.perf_counter() - t0)) > 0:
+                            time.sleep(left)
                         now = time.perf_counter() - t0
                     compute.append(Interval("compute", step.node, last, now))
                     last = now

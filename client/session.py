@@ -85,6 +85,7 @@ class ClientConfig:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
     progress: bool = True
+    fresh_profile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "also_plan", tuple(self.also_plan))
@@ -225,11 +226,13 @@ class ClientSession:
         from opss.profile import load_or_build_profile, measure_profile
 
         cfg = self.config
-        if cfg.small:
-            # the small shape is for tests and quick demos: measured here, never stored over
-            # the committed full-size tables
-            _say(self.err, f"opss-client: measuring a quick profile of {cfg.model} at {list(self.input_shape)}")
-            return measure_profile(cfg.model, device="cpu", threads=cfg.threads, repeats=5, warmup=1,
+        if cfg.small or cfg.fresh_profile:
+            # the small shape is for tests and quick demos, a fresh profile for benchmarks that
+            # must match this machine's load now: measured here, never stored over the
+            # committed tables
+            _say(self.err, f"opss-client: measuring a fresh profile of {cfg.model} at {list(self.input_shape)}")
+            return measure_profile(cfg.model, device="cpu", threads=cfg.threads, repeats=5 if cfg.small else 10,
+                                   warmup=1 if cfg.small else 2,
                                    input_shape=self.input_shape, progress=cfg.progress, module=self.model,
                                    graph=self.graph)
         return load_or_build_profile(cfg.model, role="client", threads=cfg.threads, input_shape=self.input_shape,
