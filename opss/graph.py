@@ -79,8 +79,11 @@ class LayerNode:
     ``op`` (fx op of the output node, or ``"block"``), ``module`` (owning module
     path, ``""`` for the top level), ``target`` (fx target or block class),
     ``shape``/``dtype``/``bytes`` of its output and ``members`` (the fx node
-    names inside, in execution order; the output node is the last one for a
-    layer vertex)."""
+    names it runs, in execution order; the output node is the last one for a
+    layer vertex). Non-tensor values (``x.size(0)``, the tuple of
+    ``torch.chunk``) are no vertices: each vertex reading one lists it among
+    its members and recomputes it, so such a cheap node may be a member of
+    several vertices."""
 
     id: str
     op: str
@@ -331,8 +334,10 @@ class _ShapeProp(fx.Interpreter):
         super().__init__(gm, garbage_collect_values=True)
         self.values: dict[str, tuple[tuple[int, ...], str, int, bool]] = {}
         self.const: dict[str, bool] = {}
+        self.current: fx.Node | None = None
 
     def run_node(self, n: fx.Node) -> Any:
+        self.current = n
         result = super().run_node(n)
         self.values[n.name] = _describe(result)
         if n.op == "placeholder":
@@ -354,6 +359,11 @@ def _describe(value: Any) -> tuple[tuple[int, ...], str, int, bool]:
         )
     leaves = [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
     return ((), type(value).__name__, sum(t.numel() * t.element_size() for t in leaves), False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _failing_construct(exc: BaseException) -> str:
@@ -400,7 +410,7 @@ def capture(
         gm = fx.symbolic_trace(work)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
         raise CaptureError(
-            f"cannot trace model {label!r} with torch.fx: {exc}; "
+            f"cannot trace model {label!r} with torch.fx: {_first_line(exc)}; "
             f"failing construct: {_failing_construct(exc)}"
         ) from exc
     gm.eval()
@@ -417,9 +427,11 @@ def capture(
         with torch.no_grad():
             out = prop.run(example_input)
     except Exception as exc:
+        where = prop.current
         raise CaptureError(
             f"model {label!r} failed on an example of shape {tuple(example_input.shape)}: "
-            f"{exc}; failing construct: {_failing_construct(exc)}"
+            f"{_first_line(exc)}; failing construct: "
+            + (f"fx node {where.name!r} ({where.op} {_target_name(where)})" if where else "none")
         ) from exc
     if not isinstance(out, torch.Tensor):
         raise CaptureError(
@@ -509,7 +521,7 @@ def _choose_blocks(
                 for user in nodes[m].users:
                     if user.op == "output" or block_of.get(user.name) != b:
                         exports.add(m)
-            if len(exports) > 1:
+            if len(exports) > 1 or any(not info[m].is_tensor for m in exports):
                 bad.add(b)
         if not bad:
             return block_of
@@ -547,26 +559,54 @@ def _assemble(
         if b is not None and b not in expanded:
             vertex_of[n.name] = b
             block_members.setdefault(b, []).append(n.name)
+
+    # Non-tensor values outside blocks (x.size(0), the tuple of torch.chunk) are
+    # not vertices: every vertex that reads one recomputes it from its tensor
+    # inputs (cheap metadata/view ops), so every cut carries exactly one tensor.
+    inline = {
+        n.name
+        for n in nodes
+        if n.name not in vertex_of and n.op != "placeholder" and not info[n.name].is_tensor
+    }
+    eff_in: dict[str, tuple[str, ...]] = {}  # tensor nodes read, through inlined ones
+    deps: dict[str, tuple[str, ...]] = {}  # inlined nodes needed, transitively
+    for n in nodes:  # fx order: inputs first
+        ins: dict[str, None] = {}
+        need: dict[str, None] = {}
+        for a in live_inputs(n):
+            if a.name in inline:
+                ins.update(dict.fromkeys(eff_in[a.name]))
+                need.update(dict.fromkeys(deps[a.name]))
+                need[a.name] = None
+            else:
+                ins[a.name] = None
+        eff_in[n.name] = tuple(ins)
+        deps[n.name] = tuple(need)
+    eff_users: dict[str, set[str]] = {n.name: set() for n in nodes}
+    for n in [*nodes, output_fx]:
+        if n.name in inline:
+            continue
+        readers = eff_in[n.name] if n is not output_fx else (out_arg.name,)
+        for a in readers:
+            eff_users[a].add(n.name)
+
     # layer vertices: union chains
-    layer_nodes = [n for n in nodes if n.name not in vertex_of]
+    layer_nodes = [n for n in nodes if n.name not in vertex_of and n.name not in inline]
     head: dict[str, str] = {}  # fx name -> vertex id (last member of its chain)
     fused_into: dict[str, str] = {}
     if fuse:
         for n in layer_nodes:
             if n.op == "placeholder":
                 continue
-            users = list(n.users)
+            users = eff_users[n.name]
             if len(users) != 1:
                 continue
-            v = users[0]
+            v = byname[next(iter(users))]
             if v.op in ("output", "placeholder") or v.name in vertex_of:
                 continue
             if block_of.get(v.name) != block_of.get(n.name):
                 continue
-            ins = {a.name for a in live_inputs(v)}
-            if ins != {n.name} or not _is_follower(v, modules):
-                continue
-            if not (info[n.name].is_tensor and info[v.name].is_tensor):
+            if eff_in[v.name] != (n.name,) or not _is_follower(v, modules):
                 continue
             fused_into[n.name] = v.name
     for n in reversed(layer_nodes):
@@ -589,24 +629,28 @@ def _assemble(
         ]
         output_node[b] = exports[0] if exports else mem[-1]
 
-    # edges
-    members_of = {**layer_members, **block_members}
+    # edges; members gain the inlined nodes they need
+    own = {**layer_members, **block_members}
+    members_of: dict[str, list[str]] = {}
     edge_set: dict[tuple[str, str], None] = {}
-    for vid, mem in members_of.items():
+    for vid, mem in own.items():
+        extra: dict[str, None] = {}
         for m in mem:
-            for a in live_inputs(byname[m]):
-                u = vertex_of[a.name]
+            extra.update(dict.fromkeys(d for d in deps[m] if d not in mem))
+            for a in eff_in[m]:
+                u = vertex_of[a]
                 if u == vid:
                     continue
-                if output_node[u] != a.name:
+                if output_node[u] != a:
                     raise CaptureError(
-                        f"model {label!r}: vertex {vid!r} reads {a.name!r} inside vertex "
+                        f"model {label!r}: vertex {vid!r} reads {a!r} inside vertex "
                         f"{u!r}; expected only its output {output_node[u]!r}"
                     )
                 edge_set[(u, vid)] = None
+        members_of[vid] = sorted([*mem, *extra], key=lambda m: info[m].index)
 
-    # topological order (Kahn, ties by first member position)
-    first = {vid: info[mem[0]].index for vid, mem in members_of.items()}
+    # topological order (Kahn, ties by first own member position)
+    first = {vid: info[mem[0]].index for vid, mem in own.items()}
     indeg = {vid: 0 for vid in members_of}
     succ: dict[str, list[str]] = {vid: [] for vid in members_of}
     for u, v in edge_set:

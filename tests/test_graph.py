@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.testing import assert_close
 
 from opss import models
 from opss.errors import CaptureError, PartitionError
@@ -209,3 +210,43 @@ def test_to_json_matches_graph(resnet18):
     assert [n["id"] for n in doc["nodes"]] == list(g.ids)
     assert all({"id", "op", "module", "bytes"} <= set(n) for n in doc["nodes"])
     assert [tuple(e) for e in doc["edges"]] == list(g.edges)
+
+
+class ChunkAndSize(nn.Module):
+    """Non-tensor values inside the graph: the tuple of torch.chunk and x.size(0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        a, b = torch.chunk(x, 2, dim=1)
+        y = torch.relu(self.conv(torch.cat([b, a], 1)) + x)
+        y = y[:, :, :2, :2]
+        return self.fc(y.reshape(y.size(0), -1))
+
+
+def test_non_tensor_values_are_recomputed_not_cut():
+    from opss.split import split
+
+    torch.manual_seed(0)
+    model = ChunkAndSize().eval()
+    x = torch.randn(1, 4, 5, 5)
+    g = capture(model, x, "layer", name="chunky")
+    assert g.ids == ("x", "getitem", "getitem_1", "cat", "conv", "relu", "reshape", "fc")
+    # both halves recompute the (cheap, view-only) chunk; size(0) lives with reshape
+    assert g.node("getitem").members == ("chunk", "getitem")
+    assert g.node("getitem_1").members == ("chunk", "getitem_1")
+    assert g.node("reshape").members == ("getitem_2", "size", "reshape")
+    assert all(n.dtype == "float32" for n in g.nodes)  # every vertex outputs a tensor
+    with torch.no_grad():
+        ref = model(x)
+    for k in range(1, len(g.ids) + 1):
+        sp = split(g, g.ids[:k])
+        assert_close(sp.server.run(sp.client.run(x)), ref)
+
+
+def test_runtime_failure_names_the_fx_node():
+    with pytest.raises(CaptureError, match=r"failing construct: fx node 'fc' \(call_module fc\)"):
+        capture(ChunkAndSize(), torch.randn(1, 4, 1, 1), name="chunky")
