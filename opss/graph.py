@@ -149,6 +149,7 @@ class LayerGraph:
     _index: dict[str, LayerNode] = field(default_factory=dict, repr=False)
     _preds: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _succs: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _ids: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         index = {n.id: n for n in self.nodes}
@@ -158,6 +159,7 @@ class LayerGraph:
             preds[v].append(u)
             succs[u].append(v)
         object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_ids", tuple(n.id for n in self.nodes))
         object.__setattr__(self, "_preds", {k: tuple(v) for k, v in preds.items()})
         object.__setattr__(self, "_succs", {k: tuple(v) for k, v in succs.items()})
 
@@ -172,7 +174,7 @@ class LayerGraph:
     @property
     def ids(self) -> tuple[str, ...]:
         """Vertex ids in a topological order."""
-        return tuple(n.id for n in self.nodes)
+        return self._ids
 
     def node(self, vid: str) -> LayerNode:
         try:
