@@ -404,11 +404,14 @@ def tensor_from_proto(msg) -> torch.Tensor:
 
 def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequence[str] = (),
                    cut: Sequence[str] = (), request_id: str = "", granularity: str = "layer",
-                   wire_dtype: str = "float32", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                   wire_dtype: str = "float32", chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                   graph_hash: str = ""):
     """The ``opss.v1.InferRequest`` stream of one inference: ``open``, then every chunk.
 
     ``tensors`` is an iterable of ``(cut id, tensor)`` consumed lazily, so a
     generator fed by a compute thread streams each tensor as soon as it exists.
+    ``graph_hash`` (``opss.profile.graph_hash`` of the client's graph) lets the
+    server refuse a partition named on a differently captured graph.
     """
     pb = _pb2()
     if wire_dtype not in WIRE_DTYPES:
@@ -418,7 +421,8 @@ def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequenc
         raise WireError(f"granularity: expected 'layer' or 'block', got {granularity!r}")
     yield pb.InferRequest(open=pb.InferOpen(
         request_id=request_id, model=model, fingerprint=fingerprint, client_set=list(client_set),
-        cut=list(cut), granularity=gran, wire_dtype=dtype_to_proto(wire_dtype)))
+        cut=list(cut), granularity=gran, wire_dtype=dtype_to_proto(wire_dtype),
+        graph_hash=graph_hash))
     for name, tensor in tensors:
         for chunk in iter_chunks(name, tensor, wire_dtype, chunk_bytes):
             yield pb.InferRequest(chunk=chunk_to_proto(chunk))

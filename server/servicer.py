@@ -247,6 +247,7 @@ class OpssServicer:
         for name, m in self.store.models.items():
             info = reply.models.add(name=name, fingerprint=m.fingerprint, device=str(self.device),
                                     input_shape=m.input_shape, description=m.description,
+                                    graph_hash=self.store.graph_hash(m, "layer"),
                                     input_dtype=opss_pb2.DType.Value(str(m.input_dtype).removeprefix(
                                         "torch.").upper()))
             if m.server_time_s:
@@ -307,6 +308,11 @@ class OpssServicer:
             op.wire_dtype)
         if wire not in WIRE_DTYPES:
             raise WireError(f"wire dtype: expected one of {list(WIRE_DTYPES)}, got {wire}")
+        if op.graph_hash and op.graph_hash != self.store.graph_hash(loaded, granularity):
+            raise FingerprintMismatchError(
+                f"model {op.model!r}: {granularity} graphs differ: expected graph hash "
+                f"{self.store.graph_hash(loaded, granularity)}, got {op.graph_hash} (capture the "
+                f"model with name={op.model!r} at input shape {list(loaded.input_shape)})")
         part, cut = self.store.server_part(op.model, granularity, tuple(op.client_set),
                                            tuple(op.cut))
         setup_s = time.perf_counter() - t0

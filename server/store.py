@@ -53,6 +53,7 @@ class LoadedModel:
     example: torch.Tensor
     description: str
     graphs: dict[str, Any] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
     server_time_s: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,6 +100,7 @@ class ModelStore:
 
     def _warm_up(self, loaded: LoadedModel) -> None:
         graph = self.graph(loaded, "layer")
+        self.graph_hash(loaded, "layer")
         part, _ = self.server_part(loaded.name, "layer", client_set=(graph.input_id,))
         for _ in range(self.config.warmup_runs):
             with torch.no_grad():
@@ -167,10 +169,26 @@ class ModelStore:
                 self._parts.move_to_end(key)
                 while len(self._parts) > self.config.cache_size:
                     self._parts.popitem(last=False)
-        if cut and not client_set and set(hit[1]) != set(cut):
+        if cut and set(hit[1]) != set(cut):
+            if client_set:
+                raise PartitionError(f"cut mismatch: the client sent cut {sorted(set(cut))}, "
+                                     f"expected {sorted(hit[1])} (the cut of its client set)")
             raise PartitionError(f"cut {sorted(set(cut))} is not the cut of any client set: the "
                                  f"cut vertices and their ancestors have cut {sorted(hit[1])}")
         return hit
+
+    def graph_hash(self, loaded: LoadedModel, granularity: str) -> str:
+        """``opss.profile.graph_hash`` of the model's graph at a granularity (cached)."""
+        key = f"hash:{granularity}"
+        with loaded.lock:
+            cached = loaded.hashes.get(key)
+        if cached is None:
+            from opss.profile import graph_hash
+
+            cached = graph_hash(self.graph(loaded, granularity))
+            with loaded.lock:
+                loaded.hashes[key] = cached
+        return cached
 
     @property
     def cached_parts(self) -> int:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from opss import models
 from opss.graph import capture
+from opss.profile import graph_hash
 from opss.split import split
 from opss.v1 import opss_pb2, opss_pb2_grpc
 from opss.wire import chunk_to_proto, encode_tensor, infer_requests, tensor_from_proto
@@ -133,7 +134,10 @@ def resnet() -> Client:
 def _assert_serves(stub, client: Client, seed: int = 7) -> None:
     """A correct request right after a bad one still gets the right output."""
     x = client.input(seed)
-    reply = stub.Infer(client.requests(client.prefix(5), x))
+    members, tensors = client.cut_tensors(client.prefix(5), x)
+    reply = stub.Infer(infer_requests(client.name, client.fingerprint, tensors, client_set=members,
+                                      cut=[c for c, _ in tensors],
+                                      graph_hash=graph_hash(client.graph)))
     torch.testing.assert_close(tensor_from_proto(reply.output), client.reference(x))
 
 
@@ -151,6 +155,8 @@ def test_health_serving_and_list_models(server, stub) -> None:
         assert m.fingerprint == models.fingerprint(models.get_model(m.name, seed=0))
         assert tuple(m.input_shape) == models.get_spec(m.name).test_input_shape
         assert m.device == "cpu" and m.input_dtype == opss_pb2.FLOAT32
+    resnet = next(m for m in reply.models if m.name == "resnet18")
+    assert resnet.graph_hash == graph_hash(Client("resnet18").graph)
     assert reply.max_inflight == 8
 
 
@@ -271,6 +277,11 @@ def _bad_cases(client: Client):
     yield "unknown model", stream(model="nope"), grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"
     yield "fingerprint", stream(fp="0" * 64), grpc.StatusCode.FAILED_PRECONDITION, "fingerprint"
     yield "no fingerprint", stream(fp=""), INVALID, "expected its fingerprint"
+    yield ("graph hash", stream(graph_hash="f" * 64), grpc.StatusCode.FAILED_PRECONDITION,
+           "layer graphs differ")
+    yield ("cut mismatch", list(infer_requests("resnet18", fp, tensors, client_set=members,
+                                               cut=[client.graph.ids[1]])),
+           INVALID, "cut mismatch")
     yield ("not closed", stream(members=nonclosed, tensors=[]), INVALID,
            "not closed under predecessors")
     yield "unknown vertex", stream(members=[client.graph.input_id, "zz"], tensors=[]), INVALID, "'zz'"
@@ -306,7 +317,7 @@ def test_each_bad_input_gets_its_status_and_the_server_keeps_serving(stub, resne
         assert message in details, f"{label}: {details!r} lacks {message!r}"
         seen.append(label)
         _assert_serves(stub, resnet)
-    assert len(seen) == 22
+    assert len(seen) == 24
 
 
 def _raw_infer(server):

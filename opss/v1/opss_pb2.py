@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12opss/v1/opss.proto\x12\x07opss.v1\"\xb3\x01\n\tInferOpen\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x12\n\nclient_set\x18\x04 \x03(\t\x12\x0b\n\x03\x63ut\x18\x05 \x03(\t\x12)\n\x0bgranularity\x18\x06 \x01(\x0e\x32\x14.opss.v1.Granularity\x12\"\n\nwire_dtype\x18\x07 \x01(\x0e\x32\x0e.opss.v1.DType\"\x8b\x01\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05\x64type\x18\x02 \x01(\x0e\x32\x0e.opss.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\r\n\x05index\x18\x05 \x01(\r\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\"a\n\x0cInferRequest\x12\"\n\x04open\x18\x01 \x01(\x0b\x32\x12.opss.v1.InferOpenH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.opss.v1.TensorChunkH\x00\x42\x06\n\x04kind\"D\n\x06Tensor\x12\x1d\n\x05\x64type\x18\x01 \x01(\x0e\x32\x0e.opss.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xba\x01\n\rTensorArrival\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\r\x12\x14\n\x0c\x66irst_byte_s\x18\x04 \x01(\x01\x12\x13\n\x0blast_byte_s\x18\x05 \x01(\x01\x12\x17\n\x0f\x63ompute_start_s\x18\x06 \x01(\x01\x12\x11\n\tcompute_s\x18\x07 \x01(\x01\x12\x0f\n\x07queue_s\x18\x08 \x01(\x01\x12\x14\n\x0cvertices_run\x18\t \x01(\r\"\xe3\x01\n\rServerTimings\x12\x13\n\x0bopen_unix_s\x18\x01 \x01(\x01\x12\x14\n\x0c\x66irst_byte_s\x18\x02 \x01(\x01\x12\x13\n\x0blast_byte_s\x18\x03 \x01(\x01\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x11\n\tcompute_s\x18\x05 \x01(\x01\x12\x11\n\toverlap_s\x18\x06 \x01(\x01\x12\x0f\n\x07reply_s\x18\x07 \x01(\x01\x12\x0f\n\x07setup_s\x18\x08 \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\t \x01(\x04\x12\'\n\x07tensors\x18\n \x03(\x0b\x32\x16.opss.v1.TensorArrival\"\x87\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x06output\x18\x02 \x01(\x0b\x32\x0f.opss.v1.Tensor\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.opss.v1.ServerTimings\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0b\n\x03\x63ut\x18\x05 \x03(\t\"1\n\x0cProbeRequest\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x86\x01\n\nProbeReply\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\x12\x10\n\x08messages\x18\x03 \x01(\r\x12\x14\n\x0c\x66irst_unix_s\x18\x04 \x01(\x01\x12\x13\n\x0blast_unix_s\x18\x05 \x01(\x01\x12\x11\n\treceive_s\x18\x06 \x01(\x01\"\x13\n\x11ListModelsRequest\"\xb0\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\x03\x12#\n\x0binput_dtype\x18\x05 \x01(\x0e\x32\x0e.opss.v1.DType\x12:\n\rserver_time_s\x18\x06 \x03(\x0b\x32#.opss.v1.ModelInfo.ServerTimeSEntry\x12\x31\n\x13profile_granularity\x18\x07 \x01(\x0e\x32\x14.opss.v1.Granularity\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x1a\x32\n\x10ServerTimeSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"f\n\x0fListModelsReply\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.opss.v1.ModelInfo\x12\x19\n\x11max_message_bytes\x18\x02 \x01(\x04\x12\x14\n\x0cmax_inflight\x18\x03 \x01(\r*\x88\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0c\n\x08\x42\x46LOAT16\x10\x03\x12\x0b\n\x07\x46LOAT64\x10\x04\x12\t\n\x05INT64\x10\x05\x12\t\n\x05INT32\x10\x06\x12\x08\n\x04INT8\x10\x07\x12\t\n\x05UINT8\x10\x08\x12\x08\n\x04\x42OOL\x10\t*@\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\t\n\x05LAYER\x10\x01\x12\t\n\x05\x42LOCK\x10\x02\x32\xb8\x01\n\x04Opss\x12\x35\n\x05Infer\x12\x15.opss.v1.InferRequest\x1a\x13.opss.v1.InferReply(\x01\x12\x35\n\x05Probe\x12\x15.opss.v1.ProbeRequest\x1a\x13.opss.v1.ProbeReply(\x01\x12\x42\n\nListModels\x12\x1a.opss.v1.ListModelsRequest\x1a\x18.opss.v1.ListModelsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12opss/v1/opss.proto\x12\x07opss.v1\"\xc7\x01\n\tInferOpen\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x12\n\nclient_set\x18\x04 \x03(\t\x12\x0b\n\x03\x63ut\x18\x05 \x03(\t\x12)\n\x0bgranularity\x18\x06 \x01(\x0e\x32\x14.opss.v1.Granularity\x12\"\n\nwire_dtype\x18\x07 \x01(\x0e\x32\x0e.opss.v1.DType\x12\x12\n\ngraph_hash\x18\x08 \x01(\t\"\x8b\x01\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05\x64type\x18\x02 \x01(\x0e\x32\x0e.opss.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\r\n\x05index\x18\x05 \x01(\r\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\"a\n\x0cInferRequest\x12\"\n\x04open\x18\x01 \x01(\x0b\x32\x12.opss.v1.InferOpenH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.opss.v1.TensorChunkH\x00\x42\x06\n\x04kind\"D\n\x06Tensor\x12\x1d\n\x05\x64type\x18\x01 \x01(\x0e\x32\x0e.opss.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xba\x01\n\rTensorArrival\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\r\x12\x14\n\x0c\x66irst_byte_s\x18\x04 \x01(\x01\x12\x13\n\x0blast_byte_s\x18\x05 \x01(\x01\x12\x17\n\x0f\x63ompute_start_s\x18\x06 \x01(\x01\x12\x11\n\tcompute_s\x18\x07 \x01(\x01\x12\x0f\n\x07queue_s\x18\x08 \x01(\x01\x12\x14\n\x0cvertices_run\x18\t \x01(\r\"\xe3\x01\n\rServerTimings\x12\x13\n\x0bopen_unix_s\x18\x01 \x01(\x01\x12\x14\n\x0c\x66irst_byte_s\x18\x02 \x01(\x01\x12\x13\n\x0blast_byte_s\x18\x03 \x01(\x01\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x11\n\tcompute_s\x18\x05 \x01(\x01\x12\x11\n\toverlap_s\x18\x06 \x01(\x01\x12\x0f\n\x07reply_s\x18\x07 \x01(\x01\x12\x0f\n\x07setup_s\x18\x08 \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\t \x01(\x04\x12\'\n\x07tensors\x18\n \x03(\x0b\x32\x16.opss.v1.TensorArrival\"\x87\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x06output\x18\x02 \x01(\x0b\x32\x0f.opss.v1.Tensor\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.opss.v1.ServerTimings\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0b\n\x03\x63ut\x18\x05 \x03(\t\"1\n\x0cProbeRequest\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x86\x01\n\nProbeReply\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\x12\x10\n\x08messages\x18\x03 \x01(\r\x12\x14\n\x0c\x66irst_unix_s\x18\x04 \x01(\x01\x12\x13\n\x0blast_unix_s\x18\x05 \x01(\x01\x12\x11\n\treceive_s\x18\x06 \x01(\x01\"\x13\n\x11ListModelsRequest\"\xc4\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\x03\x12#\n\x0binput_dtype\x18\x05 \x01(\x0e\x32\x0e.opss.v1.DType\x12:\n\rserver_time_s\x18\x06 \x03(\x0b\x32#.opss.v1.ModelInfo.ServerTimeSEntry\x12\x31\n\x13profile_granularity\x18\x07 \x01(\x0e\x32\x14.opss.v1.Granularity\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x12\n\ngraph_hash\x18\t \x01(\t\x1a\x32\n\x10ServerTimeSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"f\n\x0fListModelsReply\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.opss.v1.ModelInfo\x12\x19\n\x11max_message_bytes\x18\x02 \x01(\x04\x12\x14\n\x0cmax_inflight\x18\x03 \x01(\r*\x88\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0c\n\x08\x42\x46LOAT16\x10\x03\x12\x0b\n\x07\x46LOAT64\x10\x04\x12\t\n\x05INT64\x10\x05\x12\t\n\x05INT32\x10\x06\x12\x08\n\x04INT8\x10\x07\x12\t\n\x05UINT8\x10\x08\x12\x08\n\x04\x42OOL\x10\t*@\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\t\n\x05LAYER\x10\x01\x12\t\n\x05\x42LOCK\x10\x02\x32\xb8\x01\n\x04Opss\x12\x35\n\x05Infer\x12\x15.opss.v1.InferRequest\x1a\x13.opss.v1.InferReply(\x01\x12\x35\n\x05Probe\x12\x15.opss.v1.ProbeRequest\x1a\x13.opss.v1.ProbeReply(\x01\x12\x42\n\nListModels\x12\x1a.opss.v1.ListModelsRequest\x1a\x18.opss.v1.ListModelsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,36 +33,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_SERVERTIMESENTRY']._loaded_options = None
   _globals['_MODELINFO_SERVERTIMESENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=1702
-  _globals['_DTYPE']._serialized_end=1838
-  _globals['_GRANULARITY']._serialized_start=1840
-  _globals['_GRANULARITY']._serialized_end=1904
+  _globals['_DTYPE']._serialized_start=1742
+  _globals['_DTYPE']._serialized_end=1878
+  _globals['_GRANULARITY']._serialized_start=1880
+  _globals['_GRANULARITY']._serialized_end=1944
   _globals['_INFEROPEN']._serialized_start=32
-  _globals['_INFEROPEN']._serialized_end=211
-  _globals['_TENSORCHUNK']._serialized_start=214
-  _globals['_TENSORCHUNK']._serialized_end=353
-  _globals['_INFERREQUEST']._serialized_start=355
-  _globals['_INFERREQUEST']._serialized_end=452
-  _globals['_TENSOR']._serialized_start=454
-  _globals['_TENSOR']._serialized_end=522
-  _globals['_TENSORARRIVAL']._serialized_start=525
-  _globals['_TENSORARRIVAL']._serialized_end=711
-  _globals['_SERVERTIMINGS']._serialized_start=714
-  _globals['_SERVERTIMINGS']._serialized_end=941
-  _globals['_INFERREPLY']._serialized_start=944
-  _globals['_INFERREPLY']._serialized_end=1079
-  _globals['_PROBEREQUEST']._serialized_start=1081
-  _globals['_PROBEREQUEST']._serialized_end=1130
-  _globals['_PROBEREPLY']._serialized_start=1133
-  _globals['_PROBEREPLY']._serialized_end=1267
-  _globals['_LISTMODELSREQUEST']._serialized_start=1269
-  _globals['_LISTMODELSREQUEST']._serialized_end=1288
-  _globals['_MODELINFO']._serialized_start=1291
-  _globals['_MODELINFO']._serialized_end=1595
-  _globals['_MODELINFO_SERVERTIMESENTRY']._serialized_start=1545
-  _globals['_MODELINFO_SERVERTIMESENTRY']._serialized_end=1595
-  _globals['_LISTMODELSREPLY']._serialized_start=1597
-  _globals['_LISTMODELSREPLY']._serialized_end=1699
-  _globals['_OPSS']._serialized_start=1907
-  _globals['_OPSS']._serialized_end=2091
+  _globals['_INFEROPEN']._serialized_end=231
+  _globals['_TENSORCHUNK']._serialized_start=234
+  _globals['_TENSORCHUNK']._serialized_end=373
+  _globals['_INFERREQUEST']._serialized_start=375
+  _globals['_INFERREQUEST']._serialized_end=472
+  _globals['_TENSOR']._serialized_start=474
+  _globals['_TENSOR']._serialized_end=542
+  _globals['_TENSORARRIVAL']._serialized_start=545
+  _globals['_TENSORARRIVAL']._serialized_end=731
+  _globals['_SERVERTIMINGS']._serialized_start=734
+  _globals['_SERVERTIMINGS']._serialized_end=961
+  _globals['_INFERREPLY']._serialized_start=964
+  _globals['_INFERREPLY']._serialized_end=1099
+  _globals['_PROBEREQUEST']._serialized_start=1101
+  _globals['_PROBEREQUEST']._serialized_end=1150
+  _globals['_PROBEREPLY']._serialized_start=1153
+  _globals['_PROBEREPLY']._serialized_end=1287
+  _globals['_LISTMODELSREQUEST']._serialized_start=1289
+  _globals['_LISTMODELSREQUEST']._serialized_end=1308
+  _globals['_MODELINFO']._serialized_start=1311
+  _globals['_MODELINFO']._serialized_end=1635
+  _globals['_MODELINFO_SERVERTIMESENTRY']._serialized_start=1585
+  _globals['_MODELINFO_SERVERTIMESENTRY']._serialized_end=1635
+  _globals['_LISTMODELSREPLY']._serialized_start=1637
+  _globals['_LISTMODELSREPLY']._serialized_end=1739
+  _globals['_OPSS']._serialized_start=1947
+  _globals['_OPSS']._serialized_end=2131
 # @@protoc_insertion_point(module_scope)

@@ -40,7 +40,7 @@ LAYER: Granularity
 BLOCK: Granularity
 
 class InferOpen(_message.Message):
-    __slots__ = ("request_id", "model", "fingerprint", "client_set", "cut", "granularity", "wire_dtype")
+    __slots__ = ("request_id", "model", "fingerprint", "client_set", "cut", "granularity", "wire_dtype", "graph_hash")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class InferOpen(_message.Message):
     CUT_FIELD_NUMBER: _ClassVar[int]
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_HASH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     fingerprint: str
@@ -55,7 +56,8 @@ class InferOpen(_message.Message):
     cut: _containers.RepeatedScalarFieldContainer[str]
     granularity: Granularity
     wire_dtype: DType
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., client_set: _Optional[_Iterable[str]] = ..., cut: _Optional[_Iterable[str]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., wire_dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
+    graph_hash: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., client_set: _Optional[_Iterable[str]] = ..., cut: _Optional[_Iterable[str]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., wire_dtype: _Optional[_Union[DType, str]] = ..., graph_hash: _Optional[str] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
     __slots__ = ("name", "dtype", "shape", "total_bytes", "index", "offset", "data")
@@ -182,7 +184,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "fingerprint", "device", "input_shape", "input_dtype", "server_time_s", "profile_granularity", "description")
+    __slots__ = ("name", "fingerprint", "device", "input_shape", "input_dtype", "server_time_s", "profile_granularity", "description", "graph_hash")
     class ServerTimeSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +200,7 @@ class ModelInfo(_message.Message):
     SERVER_TIME_S_FIELD_NUMBER: _ClassVar[int]
     PROFILE_GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_HASH_FIELD_NUMBER: _ClassVar[int]
     name: str
     fingerprint: str
     device: str
@@ -206,7 +209,8 @@ class ModelInfo(_message.Message):
     server_time_s: _containers.ScalarMap[str, float]
     profile_granularity: Granularity
     description: str
-    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DType, str]] = ..., server_time_s: _Optional[_Mapping[str, float]] = ..., profile_granularity: _Optional[_Union[Granularity, str]] = ..., description: _Optional[str] = ...) -> None: ...
+    graph_hash: str
+    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DType, str]] = ..., server_time_s: _Optional[_Mapping[str, float]] = ..., profile_granularity: _Optional[_Union[Granularity, str]] = ..., description: _Optional[str] = ..., graph_hash: _Optional[str] = ...) -> None: ...
 
 class ListModelsReply(_message.Message):
     __slots__ = ("models", "max_message_bytes", "max_inflight")
