@@ -56,7 +56,9 @@ __all__ = [
 # ---------------------------------------------------------------------------
 def resolve_client_set(graph: LayerGraph, client_set: Iterable[str]) -> frozenset[str]:
     """Vertex ids from names that are vertex ids or module paths (a module name
-    selects every vertex with a member inside that module)."""
+    selects every vertex with a member inside that module; in a block graph a
+    module inside an unexpanded block selects the whole block: expand the
+    block first to cut inside it)."""
     out: set[str] = set()
     for name in client_set:
         if name in graph:
