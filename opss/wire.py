@@ -17,8 +17,8 @@ Sending: :func:`iter_chunks` / :func:`encode_tensor` cut one tensor into
 ``{cut id: (shape, dtype)}``) checks every chunk *before* buffering it (known
 name, not a duplicate, dtype, shape, declared byte count, chunk index and
 offset, no interleaving) and hands back each tensor as soon as its last chunk
-is in. The bytes are copied exactly once, into a buffer of the expected size,
-and the tensor is a zero-copy view of that buffer.
+is in. The bytes are copied exactly once, into an uninitialized buffer of the
+expected size, and the tensor is a zero-copy view of that buffer.
 
 Errors: :class:`~opss.errors.ShapeMismatchError` when a tensor's dtype, shape
 or byte count differs from what is expected, :class:`~opss.errors.WireError`
@@ -31,6 +31,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from opss.errors import ShapeMismatchError, WireError
@@ -234,7 +235,8 @@ class Reassembler:
         self._done: list[str] = []
         self._done_set: set[str] = set()
         self._current: Chunk | None = None  # first chunk of the tensor being filled
-        self._buf: bytearray | None = None
+        self._buf: torch.Tensor | None = None  # uint8, the tensor's bytes
+        self._bytes: np.ndarray | None = None  # numpy view of _buf, for memcpy from chunks
         self._filled = 0
         self._next_index = 0
         self.bytes_received = 0
@@ -266,7 +268,8 @@ class Reassembler:
         else:
             self._continue(chunk)
         n = len(chunk.data)
-        self._buf[self._filled:self._filled + n] = chunk.data
+        if n:
+            self._bytes[self._filled:self._filled + n] = np.frombuffer(chunk.data, np.uint8)
         self._filled += n
         self._next_index += 1
         self.bytes_received += n
@@ -297,7 +300,9 @@ class Reassembler:
                             f"(#0 at offset 0), got chunk #{chunk.index} at offset {chunk.offset}")
         self._check_size(chunk, nbytes, 0)
         self._current = chunk
-        self._buf = bytearray(nbytes)
+        # uninitialized (no memset): every byte is written by a validated chunk before use
+        self._buf = torch.empty(nbytes, dtype=torch.uint8)
+        self._bytes = self._buf.numpy()
         self._filled = 0
         self._next_index = 0
 
@@ -329,12 +334,16 @@ class Reassembler:
     def _complete(self) -> tuple[str, torch.Tensor]:
         first = self._current
         shape, dtype = self._expected[first.name]
-        tensor = _from_buffer(self._buf, first.dtype, shape)
+        if self._buf.numel() == 0:
+            tensor = torch.empty(shape, dtype=_TORCH[first.dtype])
+        else:
+            tensor = self._buf.view(_TORCH[first.dtype]).view(shape)
         if first.dtype != dtype:
             tensor = tensor.to(_TORCH[dtype])
         self._done.append(first.name)
         self._done_set.add(first.name)
-        self._current, self._buf, self._filled, self._next_index = None, None, 0, 0
+        self._current, self._buf, self._bytes = None, None, None
+        self._filled = self._next_index = 0
         return first.name, tensor
 
     def finish(self) -> None:
