@@ -34,7 +34,7 @@ class DemoResult(dict):
 def _server_profile_fn(small: bool, fresh: bool = False):
     """The server's per-vertex times, reported by ListModels (its own profile)."""
 
-    def profile_fn(graph: Any, device: Any) -> dict[str, float]:
+    def profile_fn(graph: Any, module: Any, device: Any) -> dict[str, float]:
         from opss.profile import load_or_build_profile, measure_profile
 
         name = graph.model
@@ -42,9 +42,9 @@ def _server_profile_fn(small: bool, fresh: bool = False):
         if small or fresh:
             prof = measure_profile(name, device=str(device), threads=_server_threads(dev),
                                    repeats=5 if small else 10, warmup=1 if small else 2,
-                                   input_shape=_shape(name, small), progress=False, graph=graph)
+                                   input_shape=_shape(name, small), progress=False, graph=graph, module=module)
         else:
-            prof = load_or_build_profile(name, role="server", progress=True, graph=graph)
+            prof = load_or_build_profile(name, role="server", progress=True, graph=graph, module=module)
         return prof.costs_for(graph)
 
     return profile_fn

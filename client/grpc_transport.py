@@ -38,6 +38,8 @@ def describe_rpc_error(exc: Any, target: str, timeout: float | None = None) -> s
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         limit = f" of {timeout:g}s" if timeout else ""
         return f"server {target} exceeded the deadline{limit}"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"server {target} rejected our credentials ({details}); give the right --token-file"
     if code == grpc.StatusCode.CANCELLED:
         return f"call to {target} cancelled ({details or 'cancelled'})"
     name = code.name if code is not None else type(exc).__name__
@@ -91,7 +93,8 @@ class GrpcTransport:
                 opss_pb2.ListModelsRequest(), timeout=timeout, metadata=self.metadata, wait_for_ready=False
             )
         except grpc.RpcError as exc:
-            raise CallFailed(describe_rpc_error(exc, self.target, timeout)) from None
+            fatal = exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            raise CallFailed(describe_rpc_error(exc, self.target, timeout), fatal=fatal) from None
 
     def probe(self, sizes: Sequence[int], throttle: Any = None, timeout: float = 30.0) -> list[tuple[int, float]]:
         """Send one Probe call per size (one payload message each); return (bytes, seconds) samples.
@@ -148,6 +151,7 @@ class _GrpcCall:
                 client_set=list(header.client_set),
                 granularity=opss_pb2.BLOCK if transport.granularity == "block" else opss_pb2.LAYER,
                 wire_dtype=wire.dtype_to_proto(header.wire_dtype),
+                graph_hash=header.graph_hash,
             )
         )
 

@@ -55,9 +55,12 @@ class CallFailed(Exception):
     turns it into a local fallback with ``reason`` as the one-line note.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, fatal: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: retrying cannot help (the server rejected our credentials): at startup this
+        #: is a configuration error, during a run it still falls back locally
+        self.fatal = fatal
 
 
 class Chunk(NamedTuple):
@@ -85,6 +88,7 @@ class CallHeader:
     client_set: tuple[str, ...]
     cut: tuple[str, ...]
     wire_dtype: str
+    graph_hash: str = ""
 
 
 class Call(Protocol):
@@ -123,6 +127,7 @@ class Execution:
     local: bool
     model_name: str = ""
     fingerprint: str = ""
+    graph_hash: str = ""
     predicted: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -262,6 +267,7 @@ def run_inference(
                 client_set=tuple(split.client_set),
                 cut=cut,
                 wire_dtype=wire_dtype,
+                graph_hash=ex.graph_hash,
             )
             try:
                 call = transport.open(header, timeout)

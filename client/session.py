@@ -191,6 +191,9 @@ class ClientSession:
         example = torch.randn(self.input_shape, generator=torch.Generator().manual_seed(cfg.seed))
         self.graph = capture(self.model, example, "layer", name=cfg.model)
         self.plan_graph = PlanGraph.from_layer_graph(self.graph)
+        from opss.profile import graph_hash
+
+        self.graph_hash = graph_hash(self.graph)
         self.throttle = TokenBucket(cfg.throttle) if cfg.throttle else None
         self.backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
         self._splits: dict[frozenset, Any] = {}
@@ -262,6 +265,8 @@ class ClientSession:
         try:
             reply = lister(timeout=min(5.0, cfg.timeout))
         except CallFailed as exc:
+            if exc.fatal:
+                raise OpssError(exc.reason) from None
             delay = self.backoff.failed(exc.reason)
             _say(self.out, f"server: {exc.reason}; running locally, retrying in {delay:.0f}s")
             return
@@ -273,6 +278,12 @@ class ClientSession:
             raise FingerprintMismatchError(
                 f"server's {cfg.model} has weights fingerprint {info.fingerprint[:16]}, expected "
                 f"{self.fingerprint[:16]} (ours): load the same weights on both sides (--weights)"
+            )
+        theirs = getattr(info, "graph_hash", "")
+        if theirs and theirs != self.graph_hash:
+            raise FingerprintMismatchError(
+                f"server's capture of {cfg.model} differs from ours: graph hash {theirs[:16]}, expected "
+                f"{self.graph_hash[:16]}; run the same opss version on both sides"
             )
         if tuple(info.input_shape) and tuple(info.input_shape) != self.input_shape:
             raise ShapeMismatchError(
@@ -373,6 +384,7 @@ class ClientSession:
             local=local,
             model_name=self.config.model,
             fingerprint=self.fingerprint,
+            graph_hash=self.graph_hash,
             predicted=plan.predicted.to_json(),
         )
 

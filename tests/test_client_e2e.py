@@ -6,6 +6,7 @@ the recorded timeline, and the planner's own prediction for the same cut.
 
 from __future__ import annotations
 
+import re
 import statistics
 import threading
 import time
@@ -190,3 +191,50 @@ def test_server_stopped_mid_run_then_restarted_on_the_same_port():
         first.stop(0).wait(5)
         if second is not None:
             second.stop(0).wait(5)
+
+
+def test_bandwidth_drift_replans_between_runs(server):
+    # co on alexnet_parallel uploads its 47.6 kB input; probe at 4 Mbit/s, then the link
+    # halves: the estimator sees it from the real transfers and the session re-plans
+    s = _session(server, "alexnet_parallel", strategy="co", link="auto", throttle=4e6 / 8, probe_budget_s=0.1)
+    try:
+        assert abs(s.link.b - 4e6 / 8) / (4e6 / 8) < 0.1
+        s.throttle = TokenBucket(2e6 / 8)
+        x = models.example_input("alexnet_parallel", small=True)
+        notes = []
+        for _ in range(4):
+            rep = s.run(x)
+            assert rep.result.timeline.where == "cooperative"
+            notes += [n for n in rep.notes if n.startswith("link drifted")]
+        assert len(notes) == 1, notes
+        m = re.match(r"link drifted ([0-9.]+) -> ([0-9.]+) Mbps: re-planned", notes[0])
+        assert m and abs(float(m.group(1)) - 4.0) < 0.4 and abs(float(m.group(2)) - 2.0) < 0.2, notes[0]
+        assert abs(s.link.b - 2e6 / 8) / (2e6 / 8) < 0.1
+        assert s.estimator.baseline == s.link
+    finally:
+        s.close()
+
+
+def test_fingerprint_mismatch_is_a_clear_error(server):
+    from opss.errors import FingerprintMismatchError
+
+    with pytest.raises(FingerprintMismatchError, match="fingerprint .* expected"):
+        _session(server, "googlenet", strategy="co", link="wifi", seed=1)
+
+
+def test_token_is_sent_and_a_wrong_one_is_a_clear_error(tmp_path):
+    from opss.errors import OpssError
+
+    handle = build_server(ServerConfig(host="127.0.0.1", port=0, device="cpu", models=("googlenet",), small=True,
+                                       warmup_runs=0, max_inflight=2, max_workers=4, token="s3cret"))
+    try:
+        good = _session(handle, "googlenet", strategy="co", link="wifi", token="s3cret")
+        try:
+            rep = good.run(models.example_input("googlenet", small=True), verify=True)
+            assert rep.result.timeline.where == "cooperative" and rep.verify_ok
+        finally:
+            good.close()
+        with pytest.raises(OpssError, match="rejected our credentials"):
+            _session(handle, "googlenet", strategy="co", link="wifi", token="wrong")
+    finally:
+        handle.stop(0).wait(5)
