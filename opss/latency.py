@@ -243,7 +243,8 @@ def cut_of(graph: PlanGraph, client: frozenset[str]) -> tuple[tuple[str, ...], t
     output vertex when it is on the client. ``uploads``: the cut vertices
     whose output crosses the link (the output vertex on the client does not).
     """
-    uploads = [v for v in graph.ids if v in client and any(w not in client for w in graph.succs(v))]
+    succs = graph._succs
+    uploads = [v for v in graph._ids if v in client and any(w not in client for w in succs[v])]
     cut = set(uploads)
     if graph.output_id in client:
         cut.add(graph.output_id)
@@ -320,7 +321,8 @@ def server_finish(
     ``ready_inputs[v]`` is the arrival time of client vertex ``v``'s output.
     Returns 0 when every vertex is on the client.
     """
-    ids = graph.ids
+    ids = graph._ids
+    preds, succs, index = graph._preds, graph._succs, graph._index
     waiting: dict[str, int] = {}
     ready_at: dict[str, float] = {}
     heap: list[tuple[float, int, str]] = []
@@ -329,7 +331,7 @@ def server_finish(
             continue
         n_server_preds = 0
         r = 0.0
-        for p in graph.preds(v):
+        for p in preds[v]:
             if p in client:
                 a = ready_inputs[p]
                 if a > r:
@@ -339,22 +341,24 @@ def server_finish(
         ready_at[v] = r
         waiting[v] = n_server_preds
         if n_server_preds == 0:
-            heapq.heappush(heap, (r, graph.index(v), v))
+            heap.append((r, index[v], v))
+    heapq.heapify(heap)
     clock = 0.0
     done = 0
+    pop, push = heapq.heappop, heapq.heappush
     while heap:
-        r, _, v = heapq.heappop(heap)
-        start = clock if clock > r else r
-        clock = start + s[v]
+        r, _, v = pop(heap)
+        clock = (clock if clock > r else r) + s[v]
         done += 1
-        for w in graph.succs(v):
+        for w in succs[v]:
             if w in client:
                 continue
             if clock > ready_at[w]:
                 ready_at[w] = clock
-            waiting[w] -= 1
-            if waiting[w] == 0:
-                heapq.heappush(heap, (ready_at[w], graph.index(w), w))
+            k = waiting[w] - 1
+            waiting[w] = k
+            if k == 0:
+                push(heap, (ready_at[w], index[w], w))
     if done != len(waiting):
         raise PartitionError("server part: some server vertices never become ready; expected a closed client set")
     return clock

@@ -42,7 +42,8 @@ from collections.abc import Mapping, Sequence
 
 from opss.errors import InvalidGraphError
 
-__all__ = ["additive_cost", "best_prefix", "max_flow_min_cut", "min_cut_partition"]
+__all__ = ["MinCutProblem", "additive_cost", "best_prefix", "max_flow_min_cut", "max_flow_min_cut_scipy",
+           "min_cut_partition"]
 
 _EPS = 1e-12
 
@@ -146,31 +147,39 @@ def max_flow_min_cut_scipy(
     to at most 2^28 units (``math.inf`` becomes 2^29 + 1, more than any finite
     cut), so each arc is rounded by at most ``total * 2^-29`` and a cut's
     cost by that times its arc count (relative error ~1e-7 at worst).
+    Returns the flow value (in the input's units) and the source side.
     """
+    import numpy as np
+
+    for _, _, c in arcs:
+        if c < 0 or c != c:
+            raise InvalidGraphError(f"arc capacity: expected a value >= 0, got {c!r}")
+    rows = np.array([a[0] for a in arcs], dtype=np.int32)
+    cols = np.array([a[1] for a in arcs], dtype=np.int32)
+    caps = np.array([a[2] for a in arcs], dtype=np.float64)
+    is_inf = np.isinf(caps)
+    side = _scipy_cut(n, rows, cols, caps, is_inf, source, sink)
+    value = float(sum(c for u, w, c in arcs if u in side and w not in side))
+    return value, side
+
+
+def _scipy_cut(n, rows, cols, caps, is_inf, source: int, sink: int) -> set[int]:
     import numpy as np
     import scipy.sparse as sp
     from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-    finite_total = 0.0
-    for _, _, c in arcs:
-        if c < 0 or c != c:
-            raise InvalidGraphError(f"arc capacity: expected a value >= 0, got {c!r}")
-        if c != math.inf:
-            finite_total += c
+    finite_total = float(caps[~is_inf].sum())
     unit = max(finite_total, 1e-300) / float(1 << 28)
     big = (1 << 29) + 1
-    rows = np.fromiter((a[0] for a in arcs), dtype=np.int32, count=len(arcs))
-    cols = np.fromiter((a[1] for a in arcs), dtype=np.int32, count=len(arcs))
-    caps = np.fromiter((big if a[2] == math.inf else round(a[2] / unit) for a in arcs), dtype=np.int64,
-                       count=len(arcs))
-    cap = sp.csr_matrix((np.minimum(caps, big).astype(np.int32), (rows, cols)), shape=(n, n))
+    ints = np.where(is_inf, big, np.rint(np.where(is_inf, 0.0, caps) / unit)).astype(np.int32)
+    cap = sp.csr_matrix((ints, (rows, cols)), shape=(n, n))
     cap.sum_duplicates()
     res = maximum_flow(cap, source, sink, method="dinic")
     residual = (cap - res.flow).tocsr()
     residual.data[residual.data < 0] = 0
     residual.eliminate_zeros()
     reach = breadth_first_order(residual, source, directed=True, return_predecessors=False)
-    return float(res.flow_value) * unit, {int(i) for i in reach}
+    return set(reach.tolist())
 
 
 def _check(ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
@@ -202,6 +211,96 @@ def additive_cost(
     return total
 
 
+class MinCutProblem:
+    """The s-t graph of the module docstring, built once; :meth:`solve` cuts it with
+    the upload costs scaled by ``g_scale`` (``joint`` tries several scales)."""
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        edges: Sequence[tuple[str, str]],
+        f: Mapping[str, float],
+        s: Mapping[str, float],
+        g: Mapping[str, float],
+        input_id: str,
+        output_id: str,
+        reply: float,
+    ) -> None:
+        index = _check(ids, edges)
+        n = len(ids)
+        succs: dict[str, list[str]] = {v: [] for v in ids}
+        for u, w in edges:
+            succs[u].append(w)
+        src, snk = n, n + 1
+        aux: dict[str, int] = {}  # only outputs with several consumers need the auxiliary node
+        for v in ids:
+            if len(succs[v]) > 1:
+                aux[v] = n + 2 + len(aux)
+        arcs: list[tuple[int, int, float]] = []
+        g_arc: list[bool] = []
+
+        def add(u: int, w: int, c: float, is_g: bool = False) -> None:
+            arcs.append((u, w, c))
+            g_arc.append(is_g)
+
+        for v in ids:
+            i = index[v]
+            # v pays f(v) on the client or s(v) on the server: subtracting min(f, s) from both
+            # terminal arcs shifts every cut by the same constant, and leaves most vertices
+            # with one terminal arc only (far fewer augmenting paths)
+            client_cost = f[v]
+            server = s[v] + (reply if v == output_id else 0.0)
+            common = min(client_cost, server)
+            if client_cost - common > 0:
+                add(i, snk, client_cost - common)
+            if server - common > 0:
+                add(src, i, server - common)
+            if v in aux:
+                add(i, aux[v], g[v], True)
+                for w in succs[v]:
+                    add(aux[v], index[w], math.inf)
+                    add(index[w], i, math.inf)
+            elif succs[v]:
+                (w,) = succs[v]
+                add(i, index[w], g[v], True)
+                add(index[w], i, math.inf)
+        add(src, index[input_id], math.inf)
+        self.ids, self.edges = tuple(ids), tuple(edges)
+        self.f, self.s, self.g = f, s, g
+        self.output_id, self.reply = output_id, reply
+        self.index = index
+        self.n_nodes = n + 2 + len(aux)
+        self.src, self.snk = src, snk
+        self.arcs = arcs
+        self.g_arc = g_arc
+        self._np = None
+
+    def solve(self, g_scale: float = 1.0) -> tuple[frozenset[str], float]:
+        """The client set minimizing the additive cost with uploads ``g_scale * g``, and that cost."""
+        if self.n_nodes > SCIPY_MIN_NODES:
+            side = self._solve_scipy(g_scale)
+        else:
+            arcs = self.arcs if g_scale == 1.0 else [
+                (u, w, c * g_scale if is_g else c) for (u, w, c), is_g in zip(self.arcs, self.g_arc)]
+            _, side = max_flow_min_cut(self.n_nodes, arcs, self.src, self.snk)
+        client = frozenset(v for v in self.ids if self.index[v] in side)
+        g = self.g if g_scale == 1.0 else {v: g_scale * x for v, x in self.g.items()}
+        return client, additive_cost(client, self.ids, self.edges, self.f, self.s, g, self.output_id, self.reply)
+
+    def _solve_scipy(self, g_scale: float) -> set[int]:
+        import numpy as np
+
+        if self._np is None:
+            rows = np.array([a[0] for a in self.arcs], dtype=np.int32)
+            cols = np.array([a[1] for a in self.arcs], dtype=np.int32)
+            caps = np.array([a[2] for a in self.arcs], dtype=np.float64)
+            self._np = (rows, cols, caps, np.array(self.g_arc, dtype=bool), np.isinf(caps))
+        rows, cols, caps, is_g, is_inf = self._np
+        caps = caps.copy()
+        caps[is_g] *= g_scale
+        return _scipy_cut(self.n_nodes, rows, cols, caps, is_inf, self.src, self.snk)
+
+
 def min_cut_partition(
     ids: Sequence[str],
     edges: Sequence[tuple[str, str]],
@@ -216,43 +315,7 @@ def min_cut_partition(
 
     ``g[v]`` is the upload time of ``v``'s output if it were a cut tensor.
     """
-    index = _check(ids, edges)
-    n = len(ids)
-    succs: dict[str, list[str]] = {v: [] for v in ids}
-    for u, w in edges:
-        succs[u].append(w)
-    src, snk = n, n + 1
-    aux = {}  # only outputs with several consumers need the auxiliary node
-    for v in ids:
-        if len(succs[v]) > 1:
-            aux[v] = n + 2 + len(aux)
-    arcs: list[tuple[int, int, float]] = []
-    for v in ids:
-        i = index[v]
-        # v pays f(v) on the client or s(v) on the server: subtracting min(f, s) from both
-        # terminal arcs shifts every cut by the same constant, and leaves most vertices with
-        # one terminal arc only (far fewer augmenting paths)
-        client_cost = f[v]
-        server = s[v] + (reply if v == output_id else 0.0)
-        common = min(client_cost, server)
-        if client_cost - common > 0:
-            arcs.append((i, snk, client_cost - common))
-        if server - common > 0:
-            arcs.append((src, i, server - common))
-        if v in aux:
-            arcs.append((i, aux[v], g[v]))
-            for w in succs[v]:
-                arcs.append((aux[v], index[w], math.inf))
-                arcs.append((index[w], i, math.inf))
-        elif succs[v]:
-            (w,) = succs[v]
-            arcs.append((i, index[w], g[v]))
-            arcs.append((index[w], i, math.inf))
-    arcs.append((src, index[input_id], math.inf))
-    solver = max_flow_min_cut_scipy if n + 2 + len(aux) > SCIPY_MIN_NODES else max_flow_min_cut
-    _, side = solver(n + 2 + len(aux), arcs, src, snk)
-    client = frozenset(v for v in ids if index[v] in side)
-    return client, additive_cost(client, ids, edges, f, s, g, output_id, reply)
+    return MinCutProblem(ids, edges, f, s, g, input_id, output_id, reply).solve()
 
 
 def best_prefix(

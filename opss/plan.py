@@ -50,7 +50,7 @@ from typing import Any
 from opss.errors import OpssError, ProfileError
 from opss.latency import PlanGraph, Prediction, _assemble, _check_costs, arrival_times, cut_of
 from opss.link import LinkModel
-from opss.mincut import best_prefix, min_cut_partition
+from opss.mincut import MinCutProblem, best_prefix
 
 __all__ = [
     "STRATEGIES",
@@ -67,7 +67,7 @@ __all__ = [
 STRATEGIES: tuple[str, ...] = ("lo", "co", "po", "opss", "joint")
 
 #: upload-cost scales tried by ``joint`` (1.0 is the ``po`` cut itself)
-LAMBDAS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9)
+LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -177,13 +177,28 @@ class _Ctx:
         self.sched_opts = sched_opts
         self.g_all = {v: link.g(graph.nbytes[v]) for v in graph.ids}
         self.reply = self.downlink.g(graph.nbytes[graph.output_id])
-        self._anc: dict[str, frozenset[str]] = {}
-        for v in graph.ids:
-            acc = set()
-            for p in graph.preds(v):
-                acc.add(p)
-                acc |= self._anc[p]
-            self._anc[v] = frozenset(acc)
+        self._anc: dict[str, int] | None = None  # ancestor bitmasks (bit i = topological position i)
+        self._anc_f: dict[str, float] = {}
+        self._cut_problem = None
+
+    def ancestors(self) -> dict[str, int]:
+        if self._anc is None:
+            graph = self.graph
+            anc: dict[str, int] = {}
+            for v in graph.ids:
+                m = 0
+                for p in graph.preds(v):
+                    m |= anc[p] | (1 << graph.index(p))
+                anc[v] = m
+            self._anc = anc
+        return self._anc
+
+    def cut_problem(self):
+        if self._cut_problem is None:
+            graph = self.graph
+            self._cut_problem = MinCutProblem(graph.ids, graph.edges, self.f, self.s, self.g_all,
+                                              graph.input_id, graph.output_id, self.reply)
+        return self._cut_problem
 
     def g_for(self, uploads: Iterable[str]) -> dict[str, float]:
         return {v: self.g_all[v] for v in uploads}
@@ -203,23 +218,25 @@ class _Ctx:
         _, uploads = cut_of(self.graph, client)
         if not uploads:
             return self.topo_order(client)
+        anc = self.ancestors()
+        ids = self.graph.ids
         jobs = []
         for p in uploads:
-            fp = self.f[p] + sum(self.f[a] for a in self._anc[p])
+            fp = self._anc_f.get(p)
+            if fp is None:
+                fp = self.f[p] + sum(self.f[ids[i]] for i in _bits(anc[p]))
+                self._anc_f[p] = fp
             jobs.append((p, fp, self.g_all[p]))
         heavy = sorted((j for j in jobs if j[1] < j[2]), key=lambda j: (j[1], self.graph.index(j[0])))
         light = sorted((j for j in jobs if j[1] >= j[2]), key=lambda j: (-j[2], self.graph.index(j[0])))
-        done: set[str] = set()
+        done = 0
         order: list[str] = []
         for p, _, _ in heavy + light:
-            need = [a for a in self._anc[p] if a not in done]
-            need.sort(key=self.graph.index)
-            need.append(p)
-            for v in need:
-                if v not in done:
-                    done.add(v)
-                    order.append(v)
-        rest = [v for v in self.topo_order(client) if v not in done]
+            bit = 1 << self.graph.index(p)
+            need = (anc[p] | bit) & ~done
+            order.extend(ids[i] for i in _bits(need))  # ascending bit = topological order
+            done |= need
+        rest = [v for v in self.topo_order(client) if not (done >> self.graph.index(v)) & 1]
         return tuple(order) + tuple(rest)
 
     def schedule(self, client: frozenset[str]):
@@ -232,6 +249,14 @@ class _Ctx:
             [(u, w) for u, w in self.graph.edges if u in client and w in client],
         )
         return sg, schedule(sg, method=self.method, **self.sched_opts)
+
+
+def _bits(mask: int):
+    """Positions of the set bits of ``mask``, ascending."""
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
 
 
 def _make_plan(ctx: _Ctx, strategy: str, client: frozenset[str], order: Sequence[str], *,
@@ -272,12 +297,11 @@ def _co(ctx: _Ctx) -> Plan:
 
 def _po_client(ctx: _Ctx, scale: float = 1.0) -> frozenset[str]:
     graph = ctx.graph
-    g = {v: scale * ctx.g_all[v] for v in graph.ids}
     if graph.is_chain():
+        g = {v: scale * ctx.g_all[v] for v in graph.ids}
         client, _ = best_prefix(graph.ids, ctx.f, ctx.s, g, ctx.reply)
     else:
-        client, _ = min_cut_partition(graph.ids, graph.edges, ctx.f, ctx.s, g,
-                                      graph.input_id, graph.output_id, ctx.reply)
+        client, _ = ctx.cut_problem().solve(scale)
     return client
 
 
@@ -325,7 +349,8 @@ def _local_moves(ctx: _Ctx, client: frozenset[str]) -> list[frozenset[str]]:
     return out
 
 
-def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, max_evals: int = 600) -> Plan:
+def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, starts_n: int = 2,
+           max_evals: int = 300) -> Plan:
     t0 = time.perf_counter()
     graph = ctx.graph
     if opss_plan is None:
@@ -348,7 +373,7 @@ def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, max_evals
     for c in seeds:
         screen(c)
     # local search from the best few seeds: steepest descent over one-vertex moves
-    starts = sorted(seeds, key=lambda c: (screened[c], len(c)))[:keep]
+    starts = sorted(seeds, key=lambda c: (screened[c], len(c)))[:starts_n]
     evals = 0
     for start in starts:
         cur, cur_cost = start, screened[start]
