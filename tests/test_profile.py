@@ -162,3 +162,17 @@ def test_cli_profile_builds_and_then_keeps(tmp_path, capsys):
     assert f"alexnet: {n} vertices" in out.out and "measuring" not in out.err
     assert main(["profile", "--model", "no_such_model", "--profiles-dir", str(tmp_path)]) == 2
     assert "no_such_model" in capsys.readouterr().err
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_profile_uses_the_same_code(tmp_path):
+    from opss import models
+
+    shape = tuple(models.get_spec(MODEL).test_input_shape)
+    prof = load_or_build_profile(MODEL, role="server", root=tmp_path, input_shape=shape, repeats=3, warmup=1,
+                                 progress=False)
+    assert prof.device_tag.startswith("cuda-") and prof.meta["device"] == "cuda"
+    lg = capture_model(MODEL, "layer", shape)
+    assert set(prof.vertices) == {n.id for n in lg.nodes}
+    assert all(st.median >= 0 for st in prof.vertices.values())
