@@ -153,7 +153,9 @@ def run_demo(
     ``link`` is a preset (``3g``, ``4g``, ``wifi``) or a rate (``5.85mbit``):
     the planners use it and the token bucket enforces it on the upload.
     ``client_cpu`` emulates a client that many times slower than this CPU
-    (``None``: as fast; a Raspberry Pi class board is several times slower).
+    (``None``: as fast; a Raspberry Pi class board is several times slower):
+    each client layer then takes ``client_cpu`` times its profiled time (the
+    compute thread sleeps out the rest after the real computation).
     ``small`` uses the models' small test inputs. Raises OpssError on a bad
     model name or link. ``fresh_profiles`` measures both profiles now (a few
     seconds) instead of using the stored tables: client and server share this
@@ -180,6 +182,7 @@ def run_demo(
             model=model, server=f"127.0.0.1:{server.port}", strategy=strategies[0], also_plan=strategies[1:],
             link=link, throttle=fixed.b, wire_dtype=wire_dtype, small=small, seed=seed,
             client_slowdown=float(client_cpu or 1.0), progress=out is not None, fresh_profile=fresh_profiles,
+            pace=True,
         )
         session = ClientSession(cfg, out=out, err=err)
         x = torch.randn(_shape(model, small), generator=torch.Generator().manual_seed(seed))

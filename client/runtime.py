@@ -232,6 +232,7 @@ def run_inference(
     wire_dtype: str = "float32",
     skip_reason: str | None = None,
     slowdown: float = 1.0,
+    pace: Mapping[str, float] | None = None,
     threads: Threads | None = None,
 ) -> RunResult:
     """Run one inference of ``ex`` on input ``x``; never raises for transport faults.
@@ -240,13 +241,17 @@ def run_inference(
     cooperative strategy entirely on the client and records why. ``slowdown``
     > 1 emulates a slower client: after each vertex the compute thread sleeps
     ``(slowdown - 1)`` times the vertex's compute time (sleeping frees the CPU,
-    as a slower core would leave the sender its own core). ``threads`` are the
-    long-lived compute and send threads (a temporary pair when None).
+    as a slower core would leave the sender its own core). ``pace`` (vertex id ->
+    seconds) emulates a client whose vertices take exactly those times: after
+    the real computation the compute thread sleeps out the rest of the vertex's
+    time (when the real computation took longer, it goes on at once). ``threads``
+    are the long-lived compute and send threads (a temporary pair when None).
     """
     if threads is None:
         with Threads() as own:
             return run_inference(ex, x, transport, throttle=throttle, timeout=timeout, request_id=request_id,
-                                 wire_dtype=wire_dtype, skip_reason=skip_reason, slowdown=slowdown, threads=own)
+                                 wire_dtype=wire_dtype, skip_reason=skip_reason, slowdown=slowdown, pace=pace,
+                                 threads=own)
     import torch
 
     split = ex.split
@@ -290,10 +295,11 @@ def run_inference(
                 ideal = last  # the emulated slower client's clock (slowdown > 1)
                 for step in split.client.steps(x, order=ex.order):
                     now = time.perf_counter() - t0
-                    if slowdown > 1.0:
-                        # sleep to where a client `slowdown` times slower would be; keeping the ideal
-                        # clock (not the woken-up time) makes one sleep's overshoot shorten the next
-                        ideal += slowdown * (now - last)
+                    if pace is not None or slowdown > 1.0:
+                        # sleep to where the emulated client would be; keeping the ideal clock (not
+                        # the woken-up time) makes one sleep's overshoot shorten the next
+                        ideal = max(ideal + pace[step.node], now) if pace is not None \
+                            else ideal + slowdown * (now - last)
                         while (left := ideal - (time.perf_counter() - t0)) > 0:
                             time.sleep(left)
                         now = time.perf_counter() - t0

@@ -86,6 +86,7 @@ class ClientConfig:
     backoff_max_s: float = 30.0
     progress: bool = True
     fresh_profile: bool = False
+    pace: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "also_plan", tuple(self.also_plan))
@@ -218,6 +219,13 @@ class ClientSession:
             self._connect()
         if self.server_profile is None:
             self.server_profile = self._fallback_server_profile()
+        # pace=True with a slowdown: every client vertex takes exactly slowdown x its profiled
+        # time (trace-driven emulation, immune to this machine's load); else real compute x slowdown
+        self.pace = None
+        if cfg.pace and cfg.client_slowdown > 1.0:
+            costs = (self.client_profile.costs_for(self.plan_graph) if hasattr(self.client_profile, "costs_for")
+                     else dict(self.client_profile))
+            self.pace = {v: cfg.client_slowdown * float(t) for v, t in costs.items()}
         self.link = self._link()
         self.estimator = LinkEstimator(self.link, threshold=cfg.drift_threshold, window=16, min_samples=3)
         self.plans: dict[str, Any] = {}
@@ -437,7 +445,7 @@ class ClientSession:
         result = run_inference(
             ex, x, self.transport, throttle=self.throttle, timeout=self.config.timeout,
             request_id=f"{uuid.uuid4().hex[:8]}-{index}", wire_dtype=self.config.wire_dtype,
-            skip_reason=skip, slowdown=self.config.client_slowdown, threads=self.threads,
+            skip_reason=skip, slowdown=self.config.client_slowdown, pace=self.pace, threads=self.threads,
         )
         tl = result.timeline
         if not ex.local and skip is None:

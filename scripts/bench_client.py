@@ -15,9 +15,13 @@ overhead < 5 %.
 Profiles are measured fresh (in memory, not stored) for each model right
 before its runs: client and server share this machine's cores with whatever
 else runs on it, and a table measured under another load predicts another
-machine. ``--client-slowdown X`` emulates a client X times slower than this CPU
-(each client layer's compute is followed by a sleep of (X - 1) times its
-duration), the planners scaled alike.
+machine. ``--client-slowdown X`` emulates a client X times slower than this CPU,
+the planners scaled alike. ``--emulation pace`` (the default) makes every client
+layer take exactly X times its profiled time (the compute thread sleeps out the
+rest after the real computation; trace-driven, so the other jobs on this shared
+machine do not leak into the client's compute); ``--emulation scale`` multiplies
+the real, measured compute by X instead (the machine's noise multiplied too).
+With X = 1 nothing is emulated: the client's compute is real.
 
     python scripts/bench_client.py [--models ...] [--links 3g 4g wifi] [--runs 10]
                                    [--client-slowdown 1] [--small] [--out docs/results/]
@@ -43,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--links", nargs="+", default=list(LINKS))
     p.add_argument("--runs", type=int, default=10, help="measured runs per strategy (default 10)")
     p.add_argument("--client-slowdown", type=float, default=1.0, metavar="X")
+    p.add_argument("--emulation", choices=("pace", "scale"), default="pace")
     p.add_argument("--small", action="store_true", help="small test inputs (a quick check, not the benchmark)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/results/", help="output folder (default docs/results/)")
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = ClientConfig(model=model, server=f"127.0.0.1:{server.port}", strategy=STRATEGIES[0],
                                    also_plan=STRATEGIES[1:], link=link_name, throttle=link.b, small=args.small,
                                    seed=args.seed, client_slowdown=args.client_slowdown, progress=False,
-                                   fresh_profile=True, timeout=120.0)
+                                   fresh_profile=True, timeout=120.0, pace=args.emulation == "pace")
                 if session is None:
                     session = ClientSession(cfg, out=None, err=sys.stderr)
                     profiles = (session.client_profile, session.server_profile)
@@ -131,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 def format_tables(rows: list[dict], summary: list[dict], args: argparse.Namespace) -> str:
     head = (f"| model | link | strategy | client vertices | cut kB | predicted ms | measured median ms "
             f"| p90 ms | error | verified |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|")
-    lines = [f"bench_client: {args.runs} runs per strategy (median), client slowdown {args.client_slowdown:g}x, "
+    lines = [f"bench_client: {args.runs} runs per strategy (median), client slowdown {args.client_slowdown:g}x "
+             f"({args.emulation if args.client_slowdown > 1 else 'none'}), "
              f"{'small inputs' if args.small else 'full-size inputs'}, application token-bucket throttle, "
              f"in-process server on loopback, fresh profiles", "", head]
     for r in rows:
