@@ -137,3 +137,18 @@ def test_gantt_shows_every_upload_and_the_total(setup):
     assert f"{res.timeline.total * 1e3:.1f}ms" in lines[0]
     bars = [line for line in lines if "|" in line]
     assert all(len(line.split("|")[1]) == 40 for line in bars[1:])
+
+
+def test_paced_emulation_gives_each_vertex_its_emulated_time(setup):
+    model, x, graph, ref, threads = setup
+    ex = _execution(graph, CLIENT, overlap=True)
+    pace = {v: 0.02 for v in CLIENT}  # an emulated client taking 20 ms per vertex
+    transport = InProcessTransport.for_model(NAME, small=True)
+    res = run_inference(ex, x, transport, threads=threads, pace=pace)
+    torch.testing.assert_close(res.output, ref)
+    tl = res.timeline
+    start = tl.compute[0].start
+    for i, iv in enumerate(tl.compute):  # vertex i ends no earlier than the emulated clock says
+        assert iv.end - start >= 0.02 * (i + 1) - 1e-3, iv
+    # the ideal clock absorbs sleep overshoot: the whole part takes ~5 x 20 ms, not 5 x (20 ms + overshoot)
+    assert tl.compute_end - tl.compute[0].start == pytest.approx(0.1, abs=0.01)
