@@ -12,6 +12,9 @@ For each zoo model, on this CPU (1 thread, the client role):
    downsets run with ``ClientPart.run``): predicted = sum of the calibrated
    vertex times of the part, measured = median over ``--runs`` runs.
 
+The eager forward, the whole model through the split runtime and every part
+are timed round-robin (one of each per round), so they see the same load.
+
 ``--compare-methods MODEL`` also measures the ``profiler`` method
 (torch.profiler ranges) against the default ``interpreter`` on one model,
 alternating them. Target: every error within +-10 %. Writes
@@ -28,15 +31,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-
-def _median_time(fn, runs: int) -> float:
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def _random_downset(graph, rng: random.Random) -> frozenset[str]:
@@ -86,27 +80,39 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.randn(tuple(models.get_spec(name).input_shape), generator=torch.Generator().manual_seed(0))
         prof = measure_profile(name, threads=1, repeats=args.repeats, warmup=3, progress=True, graph=lg, module=net)
         costs = prof.costs_for(lg)
-        with torch.no_grad():
-            eager = _median_time(lambda: net(x), args.runs)
         local = split(lg, [n.id for n in lg.nodes])
-        runtime = _median_time(lambda: local.client.run(x), args.runs)
+        csets = [_random_downset(lg, rng) for _ in range(args.parts)]
+        splits = [split(lg, c) for c in csets]
+        # every round times the eager model, the whole model through the split runtime and each
+        # part once, so all of them see the same machine load (the cores are shared)
+        times: dict[str, list[float]] = {"eager": [], "local": [], **{f"p{i}": [] for i in range(len(splits))}}
+        jobs = [("eager", lambda: net(x)), ("local", lambda: local.client.run(x))]
+        jobs += [(f"p{i}", (lambda sp=sp: sp.client.run(x))) for i, sp in enumerate(splits)]
+        with torch.no_grad():
+            for _ in range(args.runs):
+                for key, fn in jobs:
+                    t0 = time.perf_counter()
+                    fn()
+                    times[key].append(time.perf_counter() - t0)
+        eager = statistics.median(times["eager"])
+        runtime = statistics.median(times["local"])
         raw, cal = prof.total(calibrated=False), prof.total()
         row = {
             "model": name, "vertices": len(lg.nodes), "sum_medians_ms": raw * 1e3, "load_scale": prof.load_scale,
             "calibrated_ms": cal * 1e3, "eager_ms": eager * 1e3, "split_runtime_ms": runtime * 1e3,
             "err_raw_vs_eager_pct": (raw / eager - 1) * 100, "err_cal_vs_eager_pct": (cal / eager - 1) * 100,
             "err_cal_vs_runtime_pct": (cal / runtime - 1) * 100,
+            "split_over_eager": runtime / eager,
         }
         errs = []
-        for i in range(args.parts):
-            cset = _random_downset(lg, rng)
-            sp = split(lg, cset)
-            measured = _median_time(lambda: sp.client.run(x), args.runs)
+        for i, cset in enumerate(csets):
+            measured = statistics.median(times[f"p{i}"])
             predicted = sum(costs[v] for v in cset)
             err = (predicted / measured - 1) * 100
             errs.append(err)
             parts.append({"model": name, "part": i, "client_vertices": len(cset), "predicted_ms": predicted * 1e3,
-                          "measured_ms": measured * 1e3, "err_pct": err})
+                          "measured_ms": measured * 1e3, "err_pct": err,
+                          "err_vs_eager_scaled_pct": (predicted / (measured / row["split_over_eager"]) - 1) * 100})
         row["parts_max_abs_err_pct"] = max(abs(e) for e in errs) if errs else 0.0
         row["parts_median_abs_err_pct"] = statistics.median(abs(e) for e in errs) if errs else 0.0
         rows.append(row)
@@ -121,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         net = models.get_model(name)
         for rnd in range(3):
             for method in ("interpreter", "profiler"):
+                t0 = time.perf_counter()
                 p = measure_profile(name, threads=1, repeats=10, warmup=2, method=method, progress=False,
                                     graph=lg, module=net)
+                wall = time.perf_counter() - t0
                 e2e = p.meta["end_to_end_median"]
                 methods.append({"model": name, "round": rnd, "method": method,
                                 "sum_medians_ms": p.total(calibrated=False) * 1e3, "eager_ms": e2e * 1e3,
-                                "err_pct": (p.total(calibrated=False) / e2e - 1) * 100})
+                                "err_pct": (p.total(calibrated=False) / e2e - 1) * 100,
+                                "profiling_s": wall})
 
     _csv(out / "bench_profile.csv", rows)
     _csv(out / "bench_profile_parts.csv", parts)
@@ -151,26 +160,30 @@ def _tables(rows, parts, methods, args) -> str:
     lines = [f"Profile accuracy on this CPU, 1 thread ({args.repeats} profile runs, medians of {args.runs} timed runs, "
              f"{args.parts} random client parts per model, seed {args.seed})", "",
              "| model | vertices | sum of medians ms | load scale | calibrated ms | eager forward ms | "
-             "split runtime ms | raw vs eager | calibrated vs eager | calibrated vs split runtime | "
+             "split runtime ms | split / eager | raw vs eager | calibrated vs eager | calibrated vs split runtime | "
              "parts median abs err | parts max abs err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['vertices']} | {r['sum_medians_ms']:.1f} | {r['load_scale']:.3f} | "
                      f"{r['calibrated_ms']:.1f} | {r['eager_ms']:.1f} | {r['split_runtime_ms']:.1f} | "
+                     f"{r['split_over_eager']:.2f} | "
                      f"{r['err_raw_vs_eager_pct']:+.1f} % | {r['err_cal_vs_eager_pct']:+.1f} % | "
                      f"{r['err_cal_vs_runtime_pct']:+.1f} % | {r['parts_median_abs_err_pct']:.1f} % | "
                      f"{r['parts_max_abs_err_pct']:.1f} % |")
-    lines += ["", "Random client parts (predicted = sum of calibrated vertex times; measured = ClientPart.run median)",
-              "", "| model | part | client vertices | predicted ms | measured ms | error |", "|---|---|---|---|---|---|"]
+    lines += ["", "Random client parts (predicted = sum of calibrated vertex times; measured = ClientPart.run median; "
+              "the last column divides the measured time by the model's split/eager ratio)",
+              "", "| model | part | client vertices | predicted ms | measured ms | error | error vs split-overhead-corrected |",
+              "|---|---|---|---|---|---|---|"]
     for p in parts:
         lines.append(f"| {p['model']} | {p['part']} | {p['client_vertices']} | {p['predicted_ms']:.1f} | "
-                     f"{p['measured_ms']:.1f} | {p['err_pct']:+.1f} % |")
+                     f"{p['measured_ms']:.1f} | {p['err_pct']:+.1f} % | {p['err_vs_eager_scaled_pct']:+.1f} % |")
     if methods:
         lines += ["", "Timing method (sum of raw vertex medians vs the interleaved eager forward median)", "",
-                  "| model | round | method | sum of medians ms | eager ms | error |", "|---|---|---|---|---|---|"]
+                  "| model | round | method | sum of medians ms | eager ms | error | profiling wall s |",
+                  "|---|---|---|---|---|---|---|"]
         for m in methods:
             lines.append(f"| {m['model']} | {m['round']} | {m['method']} | {m['sum_medians_ms']:.1f} | "
-                         f"{m['eager_ms']:.1f} | {m['err_pct']:+.1f} % |")
+                         f"{m['eager_ms']:.1f} | {m['err_pct']:+.1f} % | {m['profiling_s']:.1f} |")
     return "\n".join(lines)
 
 
