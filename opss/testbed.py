@@ -127,6 +127,7 @@ def shape_uplink(iface: str, rate_bps: float, shaper: str = "auto", install: boo
                 f"wondershaper could not shape {iface} (Debian's wondershaper uses CBQ, "
                 "which Linux >= 6.3 no longer has); use --shaper tc"
             )
+    _run(["tc", "qdisc", "del", "dev", iface, "root"], check=False)
     _run(["tc", "qdisc", "replace", "dev", iface, "root", "handle", "1:", "htb", "default", "10"])
     _run(["tc", "class", "add", "dev", iface, "parent", "1:", "classid", "1:10", "htb",
           "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit"])
@@ -219,6 +220,11 @@ class Testbed:
             self._old_sigterm = None
 
     # -- use -----------------------------------------------------------------------
+    def set_rate(self, rate_bps: float) -> None:
+        """Re-shape the uplink to ``rate_bps`` bits/s (same shaper as before when it still works)."""
+        want = "auto" if self.shaper == "wondershaper" else "tc"
+        self.shaper = shape_uplink(self.client_if, rate_bps, want, install=False)
+
     def spawn_server(self, cmd: list[str], **popen) -> subprocess.Popen:
         """Start ``cmd`` inside the server namespace; it is stopped on close()."""
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], **popen)
@@ -278,32 +284,34 @@ class CpuQuota:
     """A CPU cgroup limiting its processes to ``fraction`` of one core.
 
     Models a weak client on a shared machine: ``cpu.cfs_quota_us`` (cgroup v1)
-    or ``cpu.max`` (v2) over a 100 ms period. ``add(pid)`` moves a process in;
+    or ``cpu.max`` (v2) over ``period_us`` (100 ms by default; a shorter period
+    spreads the throttling more evenly over a short inference). ``add(pid)`` moves a process in;
     the group is removed on close (its processes are moved back to the root).
     """
 
-    PERIOD_US = 100_000
-
-    def __init__(self, fraction: float, prefix: str = PREFIX):
+    def __init__(self, fraction: float, prefix: str = PREFIX, period_us: int = 100_000):
         if not (0 < fraction <= os.cpu_count()):
             raise TestbedError(f"client CPU share must be in (0, {os.cpu_count()}], got {fraction}")
+        if not 1000 <= period_us <= 1_000_000:
+            raise TestbedError(f"CFS period must be 1000..1000000 us, got {period_us}")
         self.fraction = fraction
+        self.period_us = period_us
         self.name = f"{prefix}-{os.getpid()}-client"
         self.path: Path | None = None
 
     def __enter__(self) -> "CpuQuota":
         require_root("a client CPU quota")
-        quota = int(self.fraction * self.PERIOD_US)
+        quota = int(self.fraction * self.period_us)
         if (_CGROUP_V1_CPU / "cpu.cfs_quota_us").exists():
             self.path = _CGROUP_V1_CPU / self.name
             self.path.mkdir(exist_ok=True)
-            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
             (self.path / "cpu.cfs_quota_us").write_text(str(quota))
             self._root_procs = _CGROUP_V1_CPU / "cgroup.procs"
         elif (_CGROUP_V2 / "cgroup.controllers").exists():
             self.path = _CGROUP_V2 / self.name
             self.path.mkdir(exist_ok=True)
-            (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+            (self.path / "cpu.max").write_text(f"{quota} {self.period_us}")
             self._root_procs = _CGROUP_V2 / "cgroup.procs"
         else:
             raise TestbedError("no CPU cgroup controller found (need cgroup v1 cpu or v2 cpu.max)")

@@ -1,0 +1,481 @@
+"""The bandwidth experiment: the seed's Figures 6 and 7 on a real shaped link.
+
+``opss experiment`` (root) builds the :mod:`opss.testbed` — a server network
+namespace joined to the client by a veth pair whose uplink is shaped by
+wondershaper or tc — starts ``opss-server`` inside the namespace pinned to
+one core, and for every link rate and model runs a client worker process
+(this module's :func:`worker_main`) pinned to the other core under a CPU
+quota (:class:`opss.testbed.CpuQuota`, ``--client-cpu 0.25`` by default), so
+the client is the weak side as on a Raspberry Pi. The worker profiles itself
+under that quota, probes the shaped link, plans every strategy, runs them
+round-robin with ``--verify``, and streams one JSON line per run; the driver
+appends each to ``runs.csv`` at once, so a crash loses no finished point and
+a re-run resumes where it stopped.
+
+Outputs under ``--out`` (default ``docs/results/``): ``runs.csv`` (every run:
+measured latency and its terms, the prediction, cut bytes), ``links.csv``
+(nominal vs measured rate and the shaper used), ``plans.csv`` (planning time
+per model and strategy), ``summary.md`` (median, p90, speedups over po and
+over the best of lo/co, prediction error), and PNG plots: latency bars per
+link (Fig. 6(a), 6(b), 7(a)), planning-time distribution (Fig. 7(b)),
+predicted vs measured, and the predicted speedup of opss and joint over po
+against bandwidth (1–100 Mbps, from the worker's profiles and link fit).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opss.errors import OpssError
+
+STRATEGIES = ("lo", "co", "po", "opss", "joint")
+DEFAULT_MODELS = ("alexnet_parallel", "googlenet", "multistream", "randwire", "resnet18", "mobilenet_v2")
+DEFAULT_LINKS = ("3g", "4g", "wifi")
+SWEEP_MBPS = (1, 1.5, 2, 3, 4, 5.85, 8, 12, 18.88, 25, 35, 50, 70, 100)
+
+RUN_FIELDS = ("model", "link", "nominal_mbps", "strategy", "run", "latency_s", "predicted_s",
+              "client_compute_s", "upload_s", "hidden_upload_s", "server_s", "after_upload_s",
+              "pred_client_compute_s", "pred_upload_s", "pred_hidden_upload_s", "pred_server_s",
+              "pred_reply_s", "cut_bytes", "cut", "client_vertices", "where", "verified")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    models: tuple[str, ...] = DEFAULT_MODELS
+    links: tuple[str, ...] = DEFAULT_LINKS
+    strategies: tuple[str, ...] = STRATEGIES
+    runs: int = 20
+    out: Path = Path("docs/results")
+    client_cpu: float = 0.25
+    cpu_period_us: int = 10_000
+    subnet: str = "10.77.0.0/30"
+    shaper: str = "auto"
+    port: int = 50061
+    small: bool = False
+    server_profile: str = "build"
+    timeout_s: float = 120.0
+    extra_server_args: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- the worker (client side)
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """The client process: ``python -m opss.experiment worker JSON``; one JSON line per run on stdout.
+
+    Waits for a line on stdin before it starts, so the driver can move it
+    into the CPU cgroup first.
+    """
+    args = json.loads((argv or sys.argv[1:])[-1])
+    sys.stdin.readline()
+    import torch
+
+    from opss.client.session import ClientConfig, ClientSession
+
+    strategies = tuple(args["strategies"])
+    cfg = ClientConfig(model=args["model"], server=args["server"], strategy=strategies[0],
+                       also_plan=strategies[1:], link="auto", small=args["small"], fresh_profile=True,
+                       progress=False, threads=1, timeout=args["timeout_s"])
+    session = ClientSession(cfg, out=sys.stderr, err=sys.stderr)
+    try:
+        link = session.link
+        costs = session.client_profile
+        costs = costs.costs_for(session.plan_graph) if hasattr(costs, "costs_for") else dict(costs)
+        server = session.server_profile
+        server = server.costs_for(session.plan_graph) if hasattr(server, "costs_for") else dict(server)
+        meta = {"kind": "meta", "link_b": link.b, "link_c": link.c, "graph": session.plan_graph.to_json(),
+                "client_f": costs, "server_s": server,
+                "plans": {name: {"seconds_to_plan": p.seconds_to_plan, "predicted": p.predicted.to_json(),
+                                 "cut_bytes": p.cut_bytes, "client": len(p.client)}
+                          for name, p in session.plans.items()}}
+        print(json.dumps(meta), flush=True)
+        x = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(0))
+        # round-robin, after one warm-up round, so slow drifts of the machine hit every strategy alike
+        for rnd in range(args["runs"] + 1):
+            for name in strategies:
+                session.use(name)
+                rep = session.run(x, verify=True)
+                if rnd == 0:
+                    continue
+                terms = rep.result.timeline.terms()
+                pred = rep.predicted
+                plan = session.plans[name]
+                print(json.dumps({
+                    "kind": "run", "strategy": name, "latency_s": rep.latency, "predicted_s": pred.total,
+                    "client_compute_s": terms["client_compute"], "upload_s": terms["upload"],
+                    "hidden_upload_s": terms["hidden_upload"], "server_s": terms["server"],
+                    "after_upload_s": terms["after_upload"], "pred_client_compute_s": pred.client_compute,
+                    "pred_upload_s": pred.upload, "pred_hidden_upload_s": pred.hidden_upload,
+                    "pred_server_s": pred.server, "pred_reply_s": pred.reply, "cut_bytes": plan.cut_bytes,
+                    "cut": " ".join(plan.cut), "client_vertices": len(plan.client),
+                    "where": rep.result.timeline.where, "verified": bool(rep.verify_ok)}), flush=True)
+    finally:
+        session.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- the driver (root)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _append(path: Path, fields: tuple[str, ...], row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _done(rows: list[dict], model: str, link: str, strategies, runs: int) -> bool:
+    count = defaultdict(int)
+    for r in rows:
+        if r["model"] == model and r["link"] == link:
+            count[r["strategy"]] += 1
+    return all(count[s] >= runs for s in strategies)
+
+
+def _wait_for_server(proc: subprocess.Popen, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line.rstrip())
+        if "listening on" in line:
+            return line.strip()
+    tail = " | ".join(lines[-3:]) or "no output"
+    raise OpssError(f"opss-server did not start in the server namespace within {timeout:.0f}s: {tail}")
+
+
+def _pinned(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if (os.cpu_count() or 1) > 1 else []
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
+    """Run every (link, model) point not yet in ``runs.csv``; then summarize. Returns the out dir."""
+    from opss.link import link_from_spec
+    from opss.testbed import CpuQuota, Testbed, TestbedConfig, require_root
+
+    require_root("opss experiment")
+    for name in cfg.strategies:
+        if name not in STRATEGIES:
+            raise OpssError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {name!r}")
+    from opss import models as zoo
+
+    for m in cfg.models:
+        zoo.get_spec(m)
+    rates = {link: link_from_spec(link).b * 8 for link in cfg.links}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_csv, links_csv, plans_csv = out / "runs.csv", out / "links.csv", out / "plans.csv"
+    rows = _read_rows(runs_csv)
+    todo = [(link, m) for link in cfg.links for m in cfg.models
+            if not _done(rows, m, link, cfg.strategies, cfg.runs)]
+    if not todo:
+        say(f"opss experiment: every point is already in {runs_csv}; summarizing")
+        summarize(out)
+        return out
+    say(f"opss experiment: {len(todo)} of {len(cfg.links) * len(cfg.models)} (link, model) points to run, "
+        f"{cfg.runs} runs x {len(cfg.strategies)} strategies each; results append to {runs_csv}")
+    first_rate = rates[todo[0][0]]
+    with Testbed(TestbedConfig(rate_bps=first_rate, subnet=cfg.subnet, shaper=cfg.shaper)) as tb, \
+            CpuQuota(cfg.client_cpu, period_us=cfg.cpu_period_us) as quota:
+        say(f"testbed: server namespace {tb.ns} at {tb.server_ip}, client veth {tb.client_if} shaped by "
+            f"{tb.shaper}; client CPU quota {cfg.client_cpu:g} core, server pinned to core 1")
+        server_cmd = [*_pinned(1), sys.executable, "-m", "opss.server", "--host", tb.server_ip,
+                      "--port", str(cfg.port), "--models", ",".join(cfg.models), "--device", "cpu",
+                      "--profile", cfg.server_profile, "--log-level", "WARNING", *cfg.extra_server_args]
+        if cfg.small:
+            server_cmd.append("--small")
+        server = tb.spawn_server(server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        say(f"server: {_wait_for_server(server, cfg.timeout_s * 5)}")
+        current = None
+        bar = _progress(len(todo))
+        for link, model in todo:
+            if link != current:
+                tb.set_rate(rates[link])
+                measured = tb.measure_uplink(nbytes=max(200_000, int(rates[link] / 8)), repeats=3)
+                current = link
+                _append(links_csv, ("link", "nominal_mbps", "measured_mbps", "shaper", "date"),
+                        {"link": link, "nominal_mbps": rates[link] / 1e6, "measured_mbps": measured / 1e6,
+                         "shaper": tb.shaper, "date": time.strftime("%Y-%m-%d %H:%M")})
+                say(f"link {link}: nominal {rates[link] / 1e6:.2f} Mbit/s, measured {measured / 1e6:.2f} Mbit/s "
+                    f"({tb.shaper})")
+            if server.poll() is not None:
+                raise OpssError(f"opss-server exited (status {server.returncode}) during the experiment")
+            _run_point(cfg, tb, quota, model, link, rates[link], runs_csv, plans_csv, bar)
+            if server.poll() is not None:
+                raise OpssError(f"opss-server exited (status {server.returncode}) while {model} ran at {link}: "
+                                "its runs fell back to local and are marked so in runs.csv")
+        bar.close()
+    summarize(out)
+    return out
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="points", unit="pt", file=sys.stderr, dynamic_ncols=True)
+
+
+def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> None:
+    # a partly done point is rerun whole: its earlier rows are dropped so medians use one session
+    rows = [r for r in _read_rows(runs_csv) if not (r["model"] == model and r["link"] == link)]
+    if runs_csv.exists():
+        with runs_csv.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    args = {"model": model, "server": f"{tb.server_ip}:{cfg.port}", "strategies": list(cfg.strategies),
+            "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s}
+    cmd = [*_pinned(0), sys.executable, "-m", "opss.experiment", "worker", json.dumps(args)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        quota.add(proc.pid)
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+        count = defaultdict(int)
+        bar.set_postfix_str(f"{model} @ {link}")
+        for line in proc.stdout:
+            rec = json.loads(line)
+            if rec["kind"] == "meta":
+                for name, p in rec["plans"].items():
+                    _append(plans_csv, ("model", "link", "strategy", "seconds_to_plan", "predicted_s",
+                                        "link_b", "link_c"),
+                            {"model": model, "link": link, "strategy": name,
+                             "seconds_to_plan": p["seconds_to_plan"], "predicted_s": p["predicted"]["total"],
+                             "link_b": rec["link_b"], "link_c": rec["link_c"]})
+                for sub, data in (("profiles", {"client_f": rec["client_f"], "server_s": rec["server_s"]}),
+                                  ("graphs", rec["graph"])):
+                    (Path(cfg.out) / sub).mkdir(exist_ok=True)
+                    (Path(cfg.out) / sub / f"{model}.json").write_text(json.dumps(data))
+                continue
+            count[rec["strategy"]] += 1
+            rec.update(model=model, link=link, nominal_mbps=rate / 1e6, run=count[rec["strategy"]])
+            _append(runs_csv, RUN_FIELDS, rec)
+        err = proc.stderr.read()
+        if proc.wait() != 0:
+            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["no message"]
+            raise OpssError(f"client worker for {model} at {link} failed: {last[0]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    bar.update(1)
+
+
+# --------------------------------------------------------------------------- summary and plots
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _p90(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(0.9 * len(xs)) - 1))] if xs else float("nan")
+
+
+def summarize(out: Path) -> str:
+    """Write summary.md and the plots from runs.csv (and plans.csv, links.csv); return the table."""
+    out = Path(out)
+    rows = _read_rows(out / "runs.csv")
+    if not rows:
+        raise OpssError(f"no runs in {out / 'runs.csv'}: run the experiment first")
+    lat = defaultdict(list)
+    pred = {}
+    err = defaultdict(list)
+    verified = defaultdict(lambda: True)
+    fell = defaultdict(int)
+    for r in rows:
+        key = (r["model"], r["link"], r["strategy"])
+        lat[key].append(float(r["latency_s"]))
+        pred[key] = float(r["predicted_s"])
+        err[key].append(abs(float(r["latency_s"]) - float(r["predicted_s"])) / float(r["predicted_s"]))
+        verified[key] &= r["verified"] == "True"
+        fell[key] += r["where"] == "fallback"
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    links = list(dict.fromkeys(r["link"] for r in rows))
+    strategies = [s for s in STRATEGIES if any(k[2] == s for k in lat)]
+    link_rows = {r["link"]: r for r in _read_rows(out / "links.csv")}
+    lines = ["| link | model | strategy | median ms | p90 ms | predicted ms | median abs err | vs po | vs best lo/co | verified |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for link in links:
+        for model in models:
+            po = _median(lat.get((model, link, "po"), []))
+            base = [_median(lat[(model, link, s)]) for s in ("lo", "co") if (model, link, s) in lat]
+            best = min(base) if base else float("nan")
+            for s in strategies:
+                k = (model, link, s)
+                if k not in lat:
+                    continue
+                m = _median(lat[k])
+                lines.append(f"| {link} | {model} | {s} | {m * 1e3:.1f} | {_p90(lat[k]) * 1e3:.1f} | "
+                             f"{pred[k] * 1e3:.1f} | {_median(err[k]) * 100:.1f} % | {po / m:.2f}x | {best / m:.2f}x | "
+                             f"{'yes' if verified[k] and not fell[k] else f'NO ({fell[k]} fallbacks)'} |")
+    link_lines = ["| link | nominal Mbit/s | measured Mbit/s | shaper |", "|---|---:|---:|---|"]
+    for link in links:
+        lr = link_rows.get(link)
+        if lr:
+            link_lines.append(f"| {link} | {float(lr['nominal_mbps']):.2f} | {float(lr['measured_mbps']):.2f} | {lr['shaper']} |")
+    table = "\n".join(lines)
+    text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n## Latency\n\n" + table + "\n"
+    calib = _calibration(lat, rows, models, links)
+    if calib:
+        text += "\n## Client vs server compute (the slowdown factor)\n\n" + calib + "\n"
+    (out / "summary.md").write_text(text)
+    _plots(out, lat, pred, models, links, strategies)
+    return text
+
+
+def _calibration(lat, rows, models, links) -> str:
+    """Client-under-quota lo latency against the server's measured compute of the whole model (co)."""
+    srv = defaultdict(list)
+    for r in rows:
+        if r["strategy"] == "co" and r["where"] == "cooperative":
+            srv[r["model"]].append(float(r["server_s"]))
+    lines = ["| model | client lo median ms | server compute (co) median ms | slowdown |", "|---|---:|---:|---:|"]
+    any_row = False
+    for model in models:
+        lo = [x for link in links for x in lat.get((model, link, "lo"), [])]
+        if lo and srv[model]:
+            c, s = _median(lo), _median(srv[model])
+            lines.append(f"| {model} | {c * 1e3:.1f} | {s * 1e3:.1f} | {c / s:.1f}x |")
+            any_row = True
+    return "\n".join(lines) if any_row else ""
+
+
+def _plots(out: Path, lat, pred, models, links, strategies) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Fig. 6(a), 6(b), 7(a): latency bars per model and strategy, one panel per link
+    fig, axes = plt.subplots(1, len(links), figsize=(5.5 * len(links), 4.2), squeeze=False)
+    width = 0.8 / max(1, len(strategies))
+    for ax, link in zip(axes[0], links):
+        for j, s in enumerate(strategies):
+            ys = [_median(lat.get((m, link, s), [])) * 1e3 for m in models]
+            ax.bar([i + j * width for i in range(len(models))], ys, width, label=s)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(models))])
+        ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("latency (ms, median)")
+        ax.set_yscale("log")
+        ax.set_title(f"{link}")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "experiment_latency.png", dpi=120)
+    plt.close(fig)
+
+    # Fig. 7(b): planning-time distribution per model
+    plans = _read_rows(out / "plans.csv")
+    if plans:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        data = [[float(p["seconds_to_plan"]) * 1e3 for p in plans if p["model"] == m and p["strategy"] == "opss"]
+                for m in models]
+        ax.boxplot([d or [float("nan")] for d in data])
+        ax.set_xticks(range(1, len(models) + 1))
+        ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("opss planning time (ms)")
+        ax.set_title("scheduling overhead (opss: po cut + optimal order)")
+        fig.tight_layout()
+        fig.savefig(out / "experiment_planning_time.png", dpi=120)
+        plt.close(fig)
+
+    # predicted vs measured
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for s in strategies:
+        xs = [pred[k] * 1e3 for k in lat if k[2] == s]
+        ys = [_median(lat[k]) * 1e3 for k in lat if k[2] == s]
+        ax.scatter(xs, ys, label=s, s=18)
+    lim = [min(min(pred.values()), 1e-3) * 1e3 * 0.8, max(max(pred.values()) * 1e3, 1) * 1.3]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted (ms)")
+    ax.set_ylabel("measured median (ms)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "experiment_predicted_vs_measured.png", dpi=120)
+    plt.close(fig)
+
+    _sweep_plot(out, models, lat, links)
+
+
+def _sweep_plot(out: Path, models, lat, links) -> None:
+    """Predicted speedup of opss and joint over po against bandwidth, from the experiment's own profiles."""
+    import matplotlib.pyplot as plt
+
+    from opss.latency import PlanGraph  # noqa: F401  (planner core: no torch)
+    from opss.link import LinkModel
+    from opss.plan import plan_all
+
+    prof_dir = out / "profiles"
+    graphs_dir = out / "graphs"
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    rows = []
+    for model in models:
+        pj, gj = prof_dir / f"{model}.json", graphs_dir / f"{model}.json"
+        if not (pj.exists() and gj.exists()):
+            continue
+        prof = json.loads(pj.read_text())
+        graph = PlanGraph.from_json(json.loads(gj.read_text()))
+        f, s = prof["client_f"], prof["server_s"] or prof["client_f"]
+        ys_o, ys_j = [], []
+        for mbps in SWEEP_MBPS:
+            link = LinkModel(c=0.002, b=mbps * 1e6 / 8)
+            plans = plan_all(graph, f, s, link, ("po", "opss", "joint"))
+            ys_o.append(plans["po"].predicted.total / plans["opss"].predicted.total)
+            ys_j.append(plans["po"].predicted.total / plans["joint"].predicted.total)
+            rows.append({"model": model, "mbps": mbps, "po_s": plans["po"].predicted.total,
+                         "opss_s": plans["opss"].predicted.total, "joint_s": plans["joint"].predicted.total})
+        line, = ax.plot(SWEEP_MBPS, ys_o, marker="o", ms=3, label=f"{model} opss")
+        ax.plot(SWEEP_MBPS, ys_j, ls="--", color=line.get_color(), label=f"{model} joint")
+    if not rows:
+        plt.close(fig)
+        return
+    ax.set_xscale("log")
+    ax.axhline(1.0, color="k", lw=0.6)
+    ax.set_xlabel("uplink (Mbit/s)")
+    ax.set_ylabel("predicted speedup over po")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "experiment_speedup_vs_bandwidth.png", dpi=120)
+    plt.close(fig)
+    with (out / "sweep.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        raise SystemExit(worker_main(sys.argv[2:]))
+    raise SystemExit("usage: python -m opss.experiment worker JSON (started by `opss experiment`)")

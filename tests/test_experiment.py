@@ -1,0 +1,107 @@
+"""The bandwidth experiment: summary arithmetic (any user) and the real shaped run (root)."""
+
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from opss.experiment import RUN_FIELDS, summarize
+from opss.testbed import leftovers
+
+
+def _write_runs(path: Path, latencies: dict) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for (strategy, pred), lats in latencies.items():
+            for i, lat in enumerate(lats, 1):
+                w.writerow({"model": "m", "link": "4g", "nominal_mbps": 5.85, "strategy": strategy, "run": i,
+                            "latency_s": lat, "predicted_s": pred, "server_s": 0.01, "where": "cooperative",
+                            "verified": True, "cut_bytes": 10})
+
+
+def test_summary_medians_and_speedups_match_a_recomputation(tmp_path):
+    lat = {("lo", 0.5): [0.50, 0.52, 0.49], ("co", 0.9): [0.9, 1.1, 1.0],
+           ("po", 0.4): [0.41, 0.39, 0.40, 0.45], ("opss", 0.3): [0.31, 0.29, 0.30]}
+    _write_runs(tmp_path / "runs.csv", lat)
+    text = summarize(tmp_path)
+    po = statistics.median([0.41, 0.39, 0.40, 0.45])
+    opss = statistics.median([0.31, 0.29, 0.30])
+    best = min(statistics.median([0.50, 0.52, 0.49]), statistics.median([0.9, 1.1, 1.0]))
+    row = next(line for line in text.splitlines() if "| opss |" in line)
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[4] == f"{opss * 1e3:.1f}"
+    assert cells[8] == f"{po / opss:.2f}x"
+    assert cells[9] == f"{best / opss:.2f}x"
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "experiment_latency.png").stat().st_size > 0
+
+
+def test_cli_refuses_without_root_in_one_line(tmp_path):
+    code = ("import os, sys; os.geteuid = lambda: 1000; from opss.cli import main; "
+            f"sys.exit(main(['experiment', '--out', {str(tmp_path)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs root" in lines[0] and "opss demo" in lines[0], proc.stderr
+
+
+def _experiment(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "opss", "experiment", "--small", "--models", "resnet18", "--links", "4g",
+           "--out", str(out), "--subnet", "10.77.5.0/30", "--port", "50071", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.root
+def test_smoke_shaped_link_verified_and_cleaned_up(tmp_path):
+    proc = _experiment(tmp_path, "--runs", "3")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    links = list(csv.DictReader((tmp_path / "links.csv").open()))
+    nominal, measured = float(links[0]["nominal_mbps"]), float(links[0]["measured_mbps"])
+    assert abs(measured - nominal) / nominal < 0.15, links
+    rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert {r["strategy"] for r in rows} == {"lo", "co", "po", "opss", "joint"}
+    assert all(sum(r["strategy"] == s for r in rows) == 3 for s in ("lo", "co", "po", "opss", "joint"))
+    assert all(r["verified"] == "True" for r in rows), [r for r in rows if r["verified"] != "True"]
+    assert all(r["where"] in ("cooperative", "local") for r in rows)
+    assert any(r["where"] == "cooperative" for r in rows)
+    assert not [x for x in leftovers() if str(proc.pid) in x]
+    # resumable: a second call finds every point done and only summarizes
+    again = _experiment(tmp_path, "--runs", "3")
+    text, _ = again.communicate(timeout=120)
+    assert again.returncode == 0 and "already in" in text, text
+
+
+def _server_pids(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.root
+def test_server_killed_mid_experiment_leaves_nothing_behind(tmp_path):
+    proc = _experiment(tmp_path, "--runs", "30")
+    ns = None
+    deadline = time.monotonic() + 300
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "server namespace" in line:
+            ns = line.split("server namespace")[1].split()[0]
+        if "link 4g:" in line:  # the server is up and the first point starts
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    assert ns is not None, "".join(lines)
+    time.sleep(3)
+    for pid in _server_pids(ns):
+        os.kill(pid, signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0, "".join(lines) + rest
+    assert "Traceback" not in rest and "opss-server exited" in rest, rest
+    assert not [x for x in leftovers() if str(proc.pid) in x], leftovers()
