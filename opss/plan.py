@@ -27,10 +27,11 @@ Strategies, all on the same :class:`~opss.latency.PlanGraph`, costs and link
     costs scaled by ``λ`` (``λ < 1`` favours cuts whose uploads the
     pipeline can hide). Each is screened with a fast pipelined order (cut
     vertices in Johnson order, each preceded by its missing ancestors) and
-    the full latency model; the best few are improved by a local search
-    over adding one server vertex whose inputs are all on the client or
-    removing one client vertex that no client vertex needs; the finalists
-    get the ``opss.sched`` scheduler. The ``opss`` plan is always a
+    the full latency model; the best two are improved by steepest descent
+    over *chain moves* (for each maximal chain of the DAG, put the cut at
+    any other position along it, keeping the set closed), within an
+    evaluation budget of ``clamp(15000 / n, 40, 400)`` screenings; the three
+    best sets screened get the ``opss.sched`` scheduler. The ``opss`` plan is always a
     candidate, so ``joint <= opss``.
 
 ``client_slowdown`` multiplies every client time ``f`` (model a Pi-class
@@ -200,6 +201,8 @@ class _Ctx:
         self.reply = self.downlink.g(graph.nbytes[graph.output_id])
         self._anc: dict[str, int] | None = None  # ancestor bitmasks (bit i = topological position i)
         self._anc_f: dict[str, float] = {}
+        self._desc: dict[str, int] | None = None
+        self._chains: list[tuple[str, ...]] | None = None
         self._cut_problem = None
 
     def ancestors(self) -> dict[str, int]:
@@ -213,6 +216,52 @@ class _Ctx:
                 anc[v] = m
             self._anc = anc
         return self._anc
+
+    def descendants(self) -> dict[str, int]:
+        if self._desc is None:
+            graph = self.graph
+            desc: dict[str, int] = {}
+            for v in reversed(graph.ids):
+                m = 0
+                for w in graph.succs(v):
+                    m |= desc[w] | (1 << graph.index(w))
+                desc[v] = m
+            self._desc = desc
+        return self._desc
+
+    def chains(self) -> list[tuple[str, ...]]:
+        """Maximal paths whose inner links are single-successor -> single-predecessor edges
+        (the input vertex excluded): a cut can sit anywhere along each of them."""
+        if self._chains is None:
+            graph = self.graph
+
+            def linked(u: str, w: str) -> bool:
+                return graph.succs(u) == (w,) and graph.preds(w) == (u,)
+
+            chains = []
+            for v in graph.ids:
+                if v == graph.input_id:
+                    continue
+                preds = graph.preds(v)
+                if len(preds) == 1 and preds[0] != graph.input_id and linked(preds[0], v):
+                    continue  # not the head of its chain
+                chain = [v]
+                while len(graph.succs(chain[-1])) == 1 and linked(chain[-1], graph.succs(chain[-1])[0]):
+                    chain.append(graph.succs(chain[-1])[0])
+                chains.append(tuple(chain))
+            self._chains = chains
+        return self._chains
+
+    def mask(self, client: frozenset[str]) -> int:
+        index = self.graph.index
+        m = 0
+        for v in client:
+            m |= 1 << index(v)
+        return m
+
+    def unmask(self, m: int) -> frozenset[str]:
+        ids = self.graph.ids
+        return frozenset(ids[i] for i in _bits(m))
 
     def cut_problem(self):
         if self._cut_problem is None:
@@ -358,49 +407,84 @@ def _opss(ctx: _Ctx, po: Plan | None = None) -> Plan:
                       extra=po.seconds_to_plan)
 
 
-def _local_moves(ctx: _Ctx, client: frozenset[str]) -> list[frozenset[str]]:
+def _chain_moves(ctx: _Ctx, cur: int):
+    """Neighbours of a client set (a bitmask): for every chain, every other cut position.
+
+    Keeping the prefix ``C[:j]`` of chain ``C`` on the client adds the prefix and its
+    ancestors and sends ``C[j:]`` and all their descendants to the server; the result is
+    again closed under predecessors. Moving a whole chain at once lets the search cross
+    the worse intermediate states that one-vertex moves get stuck on (e.g. giving one
+    stream of a multi-stream model to the server). Chains that touch the current cut
+    come first (the search has a budget). Yields bitmasks.
+    """
+    anc, desc = ctx.ancestors(), ctx.descendants()
     graph = ctx.graph
-    out = []
-    for v in graph.ids:
-        if v in client:
-            if v != graph.input_id and all(w not in client for w in graph.succs(v)):
-                out.append(client - {v})
-        elif all(p in client for p in graph.preds(v)):
-            out.append(client | {v})
-    return out
+    index = graph.index
+
+    def on(v: str) -> bool:
+        return bool((cur >> index(v)) & 1)
+
+    def near(chain: tuple[str, ...]) -> bool:
+        head, tail = chain[0], chain[-1]
+        if on(head) != on(tail):
+            return True  # the cut runs through the chain
+        if on(tail):
+            return any(not on(w) for w in graph.succs(tail))
+        return all(on(p) for p in graph.preds(head))
+
+    chains = ctx.chains()
+    seen = {cur}
+    for chain in [c for c in chains if near(c)] + [c for c in chains if not near(c)]:
+        bits = [1 << index(v) for v in chain]
+        for j in range(len(chain) + 1):
+            m = cur
+            for v, b in zip(chain[:j], bits[:j]):
+                m |= b | anc[v]
+            for v, b in zip(chain[j:], bits[j:]):
+                m &= ~(b | desc[v])
+            if m not in seen:
+                seen.add(m)
+                yield m
 
 
 def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, starts_n: int = 2,
-           max_evals: int = 300) -> Plan:
+           max_evals: int | None = None) -> Plan:
     graph = ctx.graph
     if opss_plan is None:
         opss_plan = _opss(ctx)
     base_time = opss_plan.seconds_to_plan  # joint's time includes the po and opss work it builds on
     t0 = time.perf_counter()
 
-    screened: dict[frozenset[str], float] = {}
+    screened: dict[int, float] = {}  # client-set bitmask -> screened total
 
-    def screen(client: frozenset[str]) -> float:
-        got = screened.get(client)
+    def screen(m: int) -> float:
+        got = screened.get(m)
         if got is None:
+            client = ctx.unmask(m)
             got = ctx.evaluate(client, ctx.greedy_order(client)).total
-            screened[client] = got
+            screened[m] = got
         return got
 
     seeds = {frozenset(graph.ids), frozenset([graph.input_id]), frozenset(opss_plan.client)}
     for lam in LAMBDAS:
         seeds.add(_po_client(ctx, lam))
-    for c in seeds:
-        screen(c)
-    # local search from the best few seeds: steepest descent over one-vertex moves
-    starts = sorted(seeds, key=lambda c: (screened[c], len(c)))[:starts_n]
+    seed_masks = {ctx.mask(c) for c in seeds}
+    for m in seed_masks:
+        screen(m)
+    # local search from the best two seeds: steepest descent over chain moves, within an
+    # evaluation budget that shrinks with the graph (planning stays in tens of milliseconds)
+    if max_evals is None:
+        max_evals = max(40, min(400, 15000 // max(1, len(graph))))
+    starts = sorted(seed_masks, key=lambda m: (screened[m], m.bit_count()))[:starts_n]
     evals = 0
     for start in starts:
         cur, cur_cost = start, screened[start]
         while evals < max_evals:
             best_move, best_cost = None, cur_cost
-            for cand in _local_moves(ctx, cur):
+            for cand in _chain_moves(ctx, cur):
                 if cand not in screened:
+                    if evals >= max_evals:
+                        break
                     evals += 1
                 cost = screen(cand)
                 if cost < best_cost - 1e-12:
@@ -408,11 +492,13 @@ def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, starts_n:
             if best_move is None:
                 break
             cur, cur_cost = best_move, best_cost
-    finalists = sorted(screened, key=lambda c: (screened[c], len(c)))[:keep]
+    finalists = sorted(screened, key=lambda m: (screened[m], m.bit_count()))[:keep]
     best = opss_plan
-    for client in finalists:
-        if client == frozenset(opss_plan.client):
+    opss_mask = ctx.mask(frozenset(opss_plan.client))
+    for m in finalists:
+        if m == opss_mask:
             continue
+        client = ctx.unmask(m)
         order, optimal, pred = _best_order(ctx, client, [ctx.greedy_order(client), ctx.topo_order(client)])
         if pred.total < best.total - 1e-12:
             best = _make_plan(ctx, "joint", client, order, pipelined=True, optimal=optimal, t0=t0)
