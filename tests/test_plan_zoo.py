@@ -75,3 +75,43 @@ def test_cli_plan_errors(capsys, tmp_path):
     assert "nope" in capsys.readouterr().err
     assert main(["plan", "--model", "alexnet", "--link", "4g", "--no-build", "--profiles-dir", str(tmp_path)]) == 2
     assert "no profile" in capsys.readouterr().err
+
+
+def _block_downsets(graph):
+    out = []
+    ids = graph.ids
+
+    def rec(i, cur):
+        if i == len(ids):
+            out.append(cur)
+            return
+        v = ids[i]
+        if v != graph.input_id:
+            rec(i + 1, cur)
+        if all(p in cur for p in graph.preds(v)):
+            rec(i + 1, cur | {v})
+
+    rec(0, frozenset())
+    return [c for c in out if graph.input_id in c]
+
+
+@pytest.mark.parametrize("name, preset, slowdown", [
+    ("multistream", "wifi", 4.0), ("multistream", "4g", 10.0),
+    ("alexnet_parallel", "wifi", 10.0), ("alexnet_parallel", "4g", 4.0),
+])
+def test_joint_matches_brute_force_over_block_partitions(name, preset, slowdown):
+    """The oracle: every client set of the block graph, each with its best order (exact), against joint."""
+    from opss.plan import plan_for_client_set
+
+    bg = PlanGraph.from_layer_graph(capture_model(name, "block"))
+    prof = load_or_build_profile(name, role="client", build_missing=False)
+    f = prof.costs_for(bg)
+    link = link_from_spec(preset)
+    plans = plan_all(bg, f, f, link, STRATEGIES, client_slowdown=slowdown)
+    sets = _block_downsets(bg)
+    assert len(sets) > 10
+    brute = min(plan_for_client_set(bg, c, f, f, link, client_slowdown=slowdown, method="exact").total
+                for c in sets)
+    assert plans["joint"].total >= brute * (1 - 1e-9)
+    # joint is a search, not a proof: within 2 % of the best partition on these instances
+    assert plans["joint"].total <= brute * 1.02, (plans["joint"].total, brute, plans["opss"].total)
