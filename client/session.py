@@ -405,7 +405,8 @@ class ClientSession:
         n = len(self.plan_graph)
         lines = [
             f"plan {p.strategy}: {client}/{n} vertices on the client, cut {list(p.cut)} "
-            f"({p.cut_bytes / 1e3:.1f} kB), {'pipelined' if p.pipelined else 'compute, then upload'}"
+            f"({p.cut_bytes / 1e3:.1f} kB), "
+            f"{'local only' if not p.cut_bytes else 'pipelined' if p.pipelined else 'compute, then upload'}"
             f"{', order proven optimal' if p.optimal_order else ''}",
             f"  predicted total {ms(pr.total)} = client {ms(pr.client_makespan)} (compute {ms(pr.client_compute)}, "
             f"upload {ms(pr.upload)}, hidden {ms(pr.hidden_upload)}) + server {ms(pr.server)} + reply {ms(pr.reply)}",
