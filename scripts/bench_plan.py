@@ -9,7 +9,7 @@ docs/results/):
 
 - ``bench_plan.csv``: one row per model, link and strategy (predicted terms,
   cut, planning time);
-- ``bench_plan_summary.csv`` and ``bench_plan.md``: per model and preset, the
+- ``bench_plan.summary.csv`` and ``bench_plan.md``: per model and preset, the
   predicted totals, the speedups of opss and joint over po and over the best
   of lo/co, and the planning time;
 - ``bench_plan.png``: speedup of opss and joint over po against bandwidth.
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"planned {model} ({len(graph)} vertices) over {len(links)} links", file=sys.stderr)
 
     _write_csv(out / "bench_plan.csv", rows)
-    _write_csv(out / "bench_plan_summary.csv", summary)
+    _write_csv(out / "bench_plan.summary.csv", summary)
     table = _table([r for r in summary if r["link"] in PRESET_LINKS], args.rtt)
     (out / "bench_plan.md").write_text(table + "\n", encoding="utf-8")
     print(table)
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
               f"under 50 ms: {sum(m < 50 for m in ms)}/{len(ms)}")
     all_ms = [r["all_plan_ms"] for r in summary]
     print(f"\nplanning time of all five strategies per model and link: median {statistics.median(all_ms):.1f} ms, "
-          f"max {max(all_ms):.1f} ms; wrote {out}/bench_plan.csv, bench_plan_summary.csv, bench_plan.md, "
+          f"max {max(all_ms):.1f} ms; wrote {out}/bench_plan.csv, bench_plan.summary.csv, bench_plan.md, "
           f"bench_plan.png")
     return 0
 

@@ -18,7 +18,7 @@ are timed round-robin (one of each per round), so they see the same load.
 ``--compare-methods MODEL`` also measures the ``profiler`` method
 (torch.profiler ranges) against the default ``interpreter`` on one model,
 alternating them. Target: every error within +-10 %. Writes
-``bench_profile.csv``, ``bench_profile_parts.csv``, ``bench_profile.md`` and
+``bench_profile.csv``, ``bench_profile.parts.csv``, ``bench_profile.md`` and
 ``bench_profile.png`` (predicted vs measured) to ``--out``.
 """
 
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "profiling_s": wall})
 
     _csv(out / "bench_profile.csv", rows)
-    _csv(out / "bench_profile_parts.csv", parts)
+    _csv(out / "bench_profile.parts.csv", parts)
     if methods:
-        _csv(out / "bench_profile_methods.csv", methods)
+        _csv(out / "bench_profile.methods.csv", methods)
     text = _tables(rows, parts, methods, args)
     (out / "bench_profile.md").write_text(text + "\n", encoding="utf-8")
     print(text)
