@@ -414,8 +414,10 @@ def _chain_moves(ctx: _Ctx, cur: int):
     ancestors and sends ``C[j:]`` and all their descendants to the server; the result is
     again closed under predecessors. Moving a whole chain at once lets the search cross
     the worse intermediate states that one-vertex moves get stuck on (e.g. giving one
-    stream of a multi-stream model to the server). Chains that touch the current cut
-    come first (the search has a budget). Yields bitmasks.
+    stream of a multi-stream model to the server). Before those, for every cut tensor,
+    the move that pulls all its server consumers onto the client (the tensor then no
+    longer crosses the link). Chains that touch the current cut come first (the search
+    has a budget). Yields bitmasks.
     """
     anc, desc = ctx.ancestors(), ctx.descendants()
     graph = ctx.graph
@@ -432,8 +434,22 @@ def _chain_moves(ctx: _Ctx, cur: int):
             return any(not on(w) for w in graph.succs(tail))
         return all(on(p) for p in graph.preds(head))
 
-    chains = ctx.chains()
     seen = {cur}
+    # absorb an upload: pull every server consumer of a cut tensor onto the client (with its
+    # ancestors), so that tensor no longer crosses the link (e.g. the input feeding two streams)
+    for u in graph.ids:
+        if not on(u):
+            continue
+        outside = [w for w in graph.succs(u) if not on(w)]
+        if not outside:
+            continue
+        m = cur
+        for w in outside:
+            m |= (1 << index(w)) | anc[w]
+        if m not in seen:
+            seen.add(m)
+            yield m
+    chains = ctx.chains()
     for chain in [c for c in chains if near(c)] + [c for c in chains if not near(c)]:
         bits = [1 << index(v) for v in chain]
         for j in range(len(chain) + 1):
@@ -447,7 +463,7 @@ def _chain_moves(ctx: _Ctx, cur: int):
                 yield m
 
 
-def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, starts_n: int = 2,
+def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, starts_n: int = 4,
            max_evals: int | None = None) -> Plan:
     graph = ctx.graph
     if opss_plan is None:
