@@ -29,7 +29,7 @@ Neurosurgeon (Kang et al. ASPLOS 2017); it must agree with the min-cut.
 
 No torch: max-flow is Dinic's algorithm, in pure Python on float
 capacities for small graphs and with scipy's C implementation (capacities
-scaled to int32) above ``SCIPY_MIN_NODES`` nodes, where pure Python took
+scaled to int32) above ``SCIPY_MIN_NODES`` (48) nodes, where pure Python took
 ~60 ms per cut on RandWire's 534 layers (scipy is installed with
 scikit-learn; it is imported only when needed).
 """
@@ -135,7 +135,7 @@ def max_flow_min_cut(
 
 
 #: graphs with more nodes than this go to scipy's C implementation of Dinic
-SCIPY_MIN_NODES = 96
+SCIPY_MIN_NODES = 48
 
 
 def max_flow_min_cut_scipy(

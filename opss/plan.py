@@ -30,7 +30,7 @@ Strategies, all on the same :class:`~opss.latency.PlanGraph`, costs and link
     the full latency model; the best two are improved by steepest descent
     over *chain moves* (for each maximal chain of the DAG, put the cut at
     any other position along it, keeping the set closed), within an
-    evaluation budget of ``clamp(15000 / n, 40, 400)`` screenings; the three
+    evaluation budget of ``clamp(12000 / n, 24, 300)`` screenings; the three
     best sets screened get the ``opss.sched`` scheduler. The ``opss`` plan is always a
     candidate, so ``joint <= opss``.
 
@@ -203,6 +203,7 @@ class _Ctx:
         self._anc_f: dict[str, float] = {}
         self._desc: dict[str, int] | None = None
         self._chains: list[tuple[str, ...]] | None = None
+        self._succ_mask: list[int] | None = None
         self._cut_problem = None
 
     def ancestors(self) -> dict[str, int]:
@@ -252,6 +253,22 @@ class _Ctx:
             self._chains = chains
         return self._chains
 
+    def screen_mask(self, m: int) -> float:
+        """Predicted total of client set ``m`` (a bitmask) with :meth:`greedy_order`:
+        the same latency model as :meth:`evaluate`, with the cut found by bit operations."""
+        graph = self.graph
+        ids = graph.ids
+        if self._succ_mask is None:
+            self._succ_mask = [sum(1 << graph.index(w) for w in graph.succs(v)) for v in ids]
+        succ_mask = self._succ_mask
+        client = self.unmask(m)
+        outside = ~m
+        uploads = tuple(ids[i] for i in _bits(m) if succ_mask[i] & outside)
+        order = self.greedy_order(client, uploads)
+        g = {v: self.g_all[v] for v in uploads}
+        arrivals, end = arrival_times(order, self.f, g)
+        return _assemble(graph, client, uploads, arrivals, end, self.f, self.s, g, self.downlink).total
+
     def mask(self, client: frozenset[str]) -> int:
         index = self.graph.index
         m = 0
@@ -282,10 +299,11 @@ class _Ctx:
     def topo_order(self, client: frozenset[str]) -> tuple[str, ...]:
         return self.graph.topo_sorted(client)
 
-    def greedy_order(self, client: frozenset[str]) -> tuple[str, ...]:
+    def greedy_order(self, client: frozenset[str], uploads: Sequence[str] | None = None) -> tuple[str, ...]:
         """Cut vertices in Johnson order (upload-heavy first by ascending compute, then
         compute-heavy by descending upload), each preceded by its missing ancestors."""
-        _, uploads = cut_of(self.graph, client)
+        if uploads is None:
+            _, uploads = cut_of(self.graph, client)
         if not uploads:
             return self.topo_order(client)
         anc = self.ancestors()
@@ -476,9 +494,7 @@ def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, starts_n:
     def screen(m: int) -> float:
         got = screened.get(m)
         if got is None:
-            client = ctx.unmask(m)
-            got = ctx.evaluate(client, ctx.greedy_order(client)).total
-            screened[m] = got
+            got = screened[m] = ctx.screen_mask(m)
         return got
 
     seeds = {frozenset(graph.ids), frozenset([graph.input_id]), frozenset(opss_plan.client)}
@@ -490,7 +506,7 @@ def _joint(ctx: _Ctx, opss_plan: Plan | None = None, *, keep: int = 3, starts_n:
     # local search from the best two seeds: steepest descent over chain moves, within an
     # evaluation budget that shrinks with the graph (planning stays in tens of milliseconds)
     if max_evals is None:
-        max_evals = max(40, min(400, 15000 // max(1, len(graph))))
+        max_evals = max(24, min(300, 12000 // max(1, len(graph))))
     starts = sorted(seed_masks, key=lambda m: (screened[m], m.bit_count()))[:starts_n]
     evals = 0
     for start in starts:
