@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _write_csv(out / "bench_plan.csv", rows)
     _write_csv(out / "bench_plan.summary.csv", summary)
-    table = _table([r for r in summary if r["link"] in PRESET_LINKS], args.rtt)
+    table = _table([r for r in summary if r["link"] in PRESET_LINKS], args.rtt) + "\n\n" + _sweep_table(summary)
     (out / "bench_plan.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     _plot(summary, names, out / "bench_plan.png", slowdowns)
@@ -138,6 +138,23 @@ def _table(rows: list[dict], rtt: str) -> str:
                  f"{r['joint_over_lo_co']:.3f}", f"{r['po_n_cut']}/{r['joint_n_cut']}",
                  f"{r['opss_plan_ms']:.1f}", f"{r['joint_plan_ms']:.1f}", f"{r['all_plan_ms']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _sweep_table(summary: list[dict]) -> str:
+    """Where pipelining pays off over the 1-100 Mbps sweep, per model and client slowdown."""
+    lines = ["Sweep 1-100 Mbps: best speedup over po and where joint gains more than 1 %", "",
+             "| model | client x | max opss/po (at Mbps) | max joint/po (at Mbps) | Mbps where joint/po > 1.01 |",
+             "|---|---|---|---|---|"]
+    keys = list(dict.fromkeys((r["model"], r["slowdown"]) for r in summary))
+    for model, slowdown in keys:
+        rs = [r for r in summary if r["model"] == model and r["slowdown"] == slowdown and r["link"].endswith("mbit")]
+        bo = max(rs, key=lambda r: r["opss_over_po"])
+        bj = max(rs, key=lambda r: r["joint_over_po"])
+        gain = [r["mbps"] for r in rs if r["joint_over_po"] > 1.01]
+        where = f"{min(gain):g}-{max(gain):g}" if gain else "-"
+        lines.append(f"| {model} | {slowdown:g} | {bo['opss_over_po']:.3f} ({bo['mbps']:g}) | "
+                     f"{bj['joint_over_po']:.3f} ({bj['mbps']:g}) | {where} |")
     return "\n".join(lines)
 
 
