@@ -51,8 +51,7 @@ what a whole run took on this machine while it was profiled. The raw
 medians stay in the table (``calibrated=False``).
 
 Files and lookup. ``profiles/<device-tag>/<model>.json`` under the
-repository (or any ``root``); a table for another input shape than the
-model's default is ``<model>@1x3x32x32.json`` beside it. The device tag is honest and stable:
+repository (or any ``root``). The device tag is honest and stable:
 ``cpu-<cpu model>-<threads>t`` (the CPU model string from
 ``/proc/cpuinfo``) or ``cuda-<gpu name>``. :func:`load_or_build_profile`
 returns the stored table when it matches the model (architecture hash and
@@ -167,14 +166,8 @@ def default_profiles_root() -> Path:
     return Path(__file__).resolve().parent.parent / "profiles"
 
 
-def profile_path(model: str, tag: str, root: str | os.PathLike | None = None,
-                 input_shape: tuple[int, ...] | None = None,
-                 default_shape: tuple[int, ...] | None = None) -> Path:
-    """``<root>/<tag>/<model>.json``; a table for another input shape than the model's
-    default gets its own file, ``<model>@1x3x32x32.json``, so it never replaces the default."""
+def profile_path(model: str, tag: str, root: str | os.PathLike | None = None) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-    if input_shape is not None and default_shape is not None and tuple(input_shape) != tuple(default_shape):
-        safe += "@" + "x".join(str(int(d)) for d in input_shape)
     return Path(root if root is not None else default_profiles_root()) / tag / f"{safe}.json"
 
 
@@ -603,7 +596,7 @@ def load_or_build_profile(
     spec = models.get_spec(model)
     shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_shape)
     tag = _tag_for(device, threads)
-    path = profile_path(model, tag, root, input_shape=shape, default_shape=tuple(spec.input_shape))
+    path = profile_path(model, tag, root)
     net = module
     lg = graph
     if path.exists() and not force:
