@@ -1,1 +1,29 @@
-"""The OPSS client runtime (installed as ``opss.client``)."""
+"""The OPSS client runtime (installed as ``opss.client``).
+
+``opss-client`` (:mod:`opss.client.cli`) profiles, probes and plans once, then runs
+inferences with a compute thread and a sender thread in a pipeline
+(:mod:`opss.client.runtime`); :func:`run_demo` is the embedded demo. Importing
+this package imports no torch.
+"""
+
+from opss.client.demo import run_demo
+from opss.client.runtime import Execution, InProcessTransport, RunResult, Threads, run_inference
+from opss.client.session import ClientConfig, ClientSession, RunReport
+from opss.client.throttle import TokenBucket
+from opss.client.timeline import Interval, Timeline, render_gantt
+
+__all__ = [
+    "ClientConfig",
+    "ClientSession",
+    "Execution",
+    "InProcessTransport",
+    "Interval",
+    "RunReport",
+    "RunResult",
+    "Threads",
+    "Timeline",
+    "TokenBucket",
+    "render_gantt",
+    "run_demo",
+    "run_inference",
+]
