@@ -115,3 +115,11 @@ def test_joint_matches_brute_force_over_block_partitions(name, preset, slowdown)
     assert plans["joint"].total >= brute * (1 - 1e-9)
     # joint is a search, not a proof: within 2 % of the best partition on these instances
     assert plans["joint"].total <= brute * 1.02, (plans["joint"].total, brute, plans["opss"].total)
+
+
+def test_cli_plan_json_to_stdout_is_pure_json(capsys):
+    assert main(["plan", "--model", "alexnet", "--link", "wifi", "--strategy", "po", "--json", "-", "--no-build"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert list(doc["strategies"]) == ["po"]
+    assert "strategy" in out.err  # the table went to stderr

@@ -112,16 +112,18 @@ def run(args: argparse.Namespace) -> int:
         layer_graph=layer_graph,
     )
     po_total = plans["po"].total if "po" in plans else None
+    # with --json - the JSON owns stdout; the human table goes to stderr
+    table_out = sys.stderr if args.json == "-" else sys.stdout
     print(f"model {args.model} ({args.granularity}: {len(graph)} vertices, {len(graph.edges)} edges); "
           f"link c={link.c * 1e3:.2f} ms, b={link.mbps:.3f} Mbps ({link.b:,.0f} B/s); "
-          f"downlink {'= uplink' if downlink is None else f'{downlink.mbps:.3f} Mbps'}")
+          f"downlink {'= uplink' if downlink is None else f'{downlink.mbps:.3f} Mbps'}", file=table_out)
     print(f"client profile {client_prof.device_tag} x{args.client_slowdown:g} slowdown "
           f"(sum {client_prof.total() * args.client_slowdown * 1e3:.2f} ms); server profile "
-          f"{server_prof.device_tag} (sum {server_prof.total() * 1e3:.2f} ms)")
-    print(format_table(plans, po_total))
+          f"{server_prof.device_tag} (sum {server_prof.total() * 1e3:.2f} ms)", file=table_out)
+    print(format_table(plans, po_total), file=table_out)
     if args.show_order:
         for name, p in plans.items():
-            print(f"{name}: cut {list(p.cut)}; order {' '.join(p.order)}")
+            print(f"{name}: cut {list(p.cut)}; order {' '.join(p.order)}", file=table_out)
     if args.json:
         doc = plans_to_json(args.model, link, plans, granularity=args.granularity,
                             client_slowdown=args.client_slowdown,
