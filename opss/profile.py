@@ -364,6 +364,8 @@ def _tag_for(device: str, threads: int) -> str:
     if device.startswith("cuda"):
         import torch
 
+        if not torch.cuda.is_available():
+            raise ProfileError(f"device {device!r}: expected a CUDA device, got none on this machine")
         return device_tag("cuda", gpu_name=torch.cuda.get_device_name(torch.device(device)))
     return device_tag("cpu", threads)
 

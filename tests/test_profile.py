@@ -162,6 +162,9 @@ def test_cli_profile_builds_and_then_keeps(tmp_path, capsys):
     assert f"alexnet: {n} vertices" in out.out and "measuring" not in out.err
     assert main(["profile", "--model", "no_such_model", "--profiles-dir", str(tmp_path)]) == 2
     assert "no_such_model" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["profile", "--model", "alexnet", "--device", "cuda", "--profiles-dir", str(tmp_path)]) == 2
+        assert "expected a CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.requires_cuda
