@@ -160,12 +160,12 @@ def test_good_files_after_a_bad_one_still_run(tmp_path):
 
 
 def test_demo_prints_every_method():
-    proc = opss("demo")
+    proc = opss("schedule", "--demo")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0] in METHODS}
     assert set(rows) == set(METHODS)
     assert rows["exact"][2] == "0.00" and rows["exact"][3] == "yes"
-    proc = opss("demo", "--json")
+    proc = opss("schedule", "--demo", "--json")
     gr = SchedGraph.from_json(json.loads(proc.stdout))
     order = rows["exact"][5:]
     assert math.isclose(makespan(gr, order) * 1e3, float(rows["exact"][1]), abs_tol=0.006)

@@ -42,7 +42,14 @@ def register(subparsers) -> None:
             "the exit status is 2 if any file failed."
         ),
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="instance JSON file, or - for stdin")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="instance JSON file, or - for stdin")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="instead of files: every method side by side on a built-in GoogLeNet-like instance "
+        "(with --json: print that instance)",
+    )
+    parser.add_argument("--json", action="store_true", help="with --demo: print the demo instance JSON")
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -99,6 +106,12 @@ def _load(name: str) -> SchedGraph:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.demo:
+        from opss.cli._sched_demo import print_demo
+
+        return print_demo(as_json=args.json)
+    if not args.files:
+        raise OpssError("expected one or more instance FILEs (or - for stdin, or --demo)")
     opts = _options(args)
     failed = 0
     out = sys.stdout
