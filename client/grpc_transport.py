@@ -6,8 +6,11 @@ runtime turns into a local fallback; nothing here prints a traceback.
 
 The request stream of an ``Infer`` call is fed through a small bounded queue
 (two messages), so the sender's ``push`` returns when gRPC has taken the
-previous message: the recorded upload intervals follow the real transport, not
-an in-memory buffer.
+previous message. gRPC (HTTP/2 flow-control windows, the kernel's TCP send
+buffer) still takes hundreds of kB before they cross a slow link, so a push's
+end is not an arrival: the reply passes the server's per-tensor arrival times
+on (``Reply.server["arrivals"]``) and the runtime reconciles the upload
+intervals with them.
 """
 
 from __future__ import annotations
@@ -224,6 +227,12 @@ class _GrpcCall:
             "reply_ready": tm.reply_s,
             "bytes_in": float(tm.bytes_in),
         }
+        if tm.tensors:
+            # seconds after the server received the open message (TensorArrival in the proto)
+            server["arrivals"] = {
+                a.name: {"first_byte": a.first_byte_s, "last_byte": a.last_byte_s, "bytes": float(a.bytes)}
+                for a in tm.tensors
+            }
         return Reply(output=output, server=server)
 
     def cancel(self) -> None:

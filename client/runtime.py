@@ -10,7 +10,9 @@ One inference (:func:`run_inference`):
 * the **sender thread** takes tensors off the queue in that order, encodes
   them, pays for each chunk at the token bucket (when the upload is shaped) and
   streams the chunks on the open ``Infer`` call, recording each tensor's
-  upload interval;
+  upload interval; once the reply is in, each interval's end is moved to when
+  its last byte reached the server (:func:`reconcile_uploads`), since on a
+  real link the transport accepts the chunks long before they cross it;
 * the calling thread waits for the reply. If the call cannot be opened, fails,
   or exceeds its deadline, the run finishes locally: the server part runs on
   the client from the cut tensors already computed, so the result is always
@@ -42,6 +44,7 @@ __all__ = [
     "RunResult",
     "Threads",
     "Transport",
+    "reconcile_uploads",
     "run_inference",
 ]
 
@@ -72,10 +75,15 @@ class Chunk(NamedTuple):
 
 @dataclass(frozen=True)
 class Reply:
-    """What the server sent back: the model output and its own timings (seconds)."""
+    """What the server sent back: the model output and its own timings (seconds).
+
+    ``server`` maps timing names to seconds; a server that reports per-tensor
+    arrivals adds ``"arrivals"``: ``{tensor name: {"first_byte": s, "last_byte": s,
+    "bytes": n}}``, seconds after the server received the call's open message.
+    """
 
     output: Any
-    server: Mapping[str, float] = field(default_factory=dict)
+    server: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,41 @@ class _Sender:
             self.uploads.append(Interval("upload", name, start, end, nbytes))
 
 
+def reconcile_uploads(uploads: Iterable[Interval], arrivals: Mapping[str, Mapping[str, float]] | None,
+                      t_open: float, latest: float = float("inf")) -> tuple[Interval, ...]:
+    """Upload intervals whose ends are when the last byte reached the server.
+
+    The sender's intervals end when the transport accepted the last chunk. On a
+    real link (no token bucket pacing the sender) gRPC's HTTP/2 flow-control
+    windows and the kernel's TCP send buffer take hundreds of kB at once, so
+    that "end" comes long before the bytes crossed the link. The server reports
+    each tensor's ``last_byte`` in seconds after it received the call's open
+    message; ``t_open`` is when the client opened the call (timeline seconds).
+    The new end is ``max(pushed end, t_open + last_byte)``, at most ``latest``
+    (when the reply was in hand: no byte arrives after that), and the push end
+    is kept in ``pushed_end``.
+
+    Approximation: the server's clock starts when the open message reached
+    its handler, one one-way delay (plus the handler's dispatch) after
+    ``t_open``; that unknown, small offset is not added, so the ends are
+    early by it (never late). For a tensor's time on the link
+    (:meth:`~opss.client.timeline.Timeline.link_intervals`, what the link
+    estimator is fed) this drops the propagation delay and leaves the
+    serialisation time ``w / b``; gaps between tensors do not depend on it.
+    Tensors the server did not report (``arrivals`` None or missing the name)
+    keep the push end, as before.
+    """
+    out = []
+    for iv in uploads:
+        a = arrivals.get(iv.name) if arrivals else None
+        if a is None or "last_byte" not in a:
+            out.append(iv)
+            continue
+        arrived = min(t_open + float(a["last_byte"]), latest)
+        out.append(Interval(iv.lane, iv.name, iv.start, max(iv.end, arrived), iv.nbytes, pushed_end=iv.end))
+    return tuple(out)
+
+
 def run_inference(
     ex: Execution,
     x: Any,
@@ -259,6 +302,7 @@ def run_inference(
     note = ""
     call: Call | None = None
     t0 = time.perf_counter()
+    t_open = 0.0  # when the call was opened: the origin of the server's arrival times
     if not ex.local:
         if skip_reason is not None:
             note = skip_reason
@@ -274,6 +318,7 @@ def run_inference(
                 wire_dtype=wire_dtype,
                 graph_hash=ex.graph_hash,
             )
+            t_open = time.perf_counter() - t0
             try:
                 call = transport.open(header, timeout)
             except CallFailed as exc:
@@ -325,6 +370,8 @@ def run_inference(
         raise compute_error[0]
 
     server_timings: dict = {}
+    arrivals = None
+    t_reply = 0.0
     sent_at = 0.0
     where = "local" if ex.local else "cooperative"
     output = None
@@ -339,8 +386,10 @@ def run_inference(
         else:
             try:
                 reply = call.finish()
+                t_reply = time.perf_counter() - t0
                 output = reply.output
                 server_timings = dict(reply.server)
+                arrivals = server_timings.get("arrivals")
             except CallFailed as exc:
                 note = exc.reason
     if output is None:
@@ -349,10 +398,12 @@ def run_inference(
         with torch.inference_mode():
             output = split.server.run({name: computed[name] for name in cut})
     total = time.perf_counter() - t0
+    # the sender is done (or never ran) here: its list is complete
+    uploads = reconcile_uploads(sender.uploads, arrivals, t_open, t_reply) if sender is not None else ()
     tl = Timeline(
         strategy=ex.strategy,
         compute=tuple(compute),
-        upload=tuple(sender.uploads) if sender is not None else (),
+        upload=uploads,
         server=server_timings,
         sent_at=sent_at,
         reply_at=total,

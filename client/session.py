@@ -16,11 +16,12 @@
 4. plan the strategy (:func:`opss.plan.plan_all`).
 
 Each :meth:`ClientSession.run` executes the plan with the pipelined runtime
-(:func:`opss.client.runtime.run_inference`), feeds the measured uploads to a
-:class:`opss.link.LinkEstimator` and, when the bandwidth drifted beyond the
-threshold, re-plans before the next run and says so. Server faults never
-raise: the run finishes locally, and the server is tried again after an
-exponential back-off.
+(:func:`opss.client.runtime.run_inference`), feeds the measured uploads (each
+tensor's time on the link, ending when the server got its last byte:
+:func:`link_samples`) to a :class:`opss.link.LinkEstimator` and, when the
+bandwidth drifted beyond the threshold, re-plans before the next run and
+says so. Server faults never raise: the run finishes locally, and the
+server is tried again after an exponential back-off.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from opss.client.runtime import CallFailed, Execution, RunResult, Threads, run_i
 from opss.client.throttle import TokenBucket
 from opss.errors import FingerprintMismatchError, ModelNotFoundError, OpssError, ShapeMismatchError
 
-__all__ = ["Backoff", "ClientConfig", "ClientSession", "RunReport", "PROBE_SIZES", "tolerance_for"]
+__all__ = ["Backoff", "ClientConfig", "ClientSession", "RunReport", "PROBE_SIZES", "link_samples", "tolerance_for"]
 
 #: Probe payload sizes in bytes, smallest first; sizes whose expected time exceeds
 #: the per-probe budget (from the samples so far) are skipped on slow links.
@@ -48,6 +49,27 @@ STRATEGIES = ("lo", "co", "po", "opss", "joint")
 
 #: Downlink bandwidth assumed when only the upload is shaped (loopback-class, 10 GB/s).
 UNSHAPED_BYTES_PER_S = 1e10
+
+
+#: Tensors smaller than this are not fed to the link estimator (their times are mostly overhead).
+MIN_SAMPLE_BYTES = 4096
+
+
+def link_samples(tl: Any, c: float = 0.0, min_bytes: int = MIN_SAMPLE_BYTES) -> list[tuple[int, float]]:
+    """``(bytes, seconds)`` samples for :class:`opss.link.LinkEstimator` from one run's timeline.
+
+    The link is serial: tensor ``i`` occupies it for ``end_i - max(start_i,
+    end_{i-1})`` (:meth:`~opss.client.timeline.Timeline.link_intervals`), with
+    ends at the server's arrival of the last byte. That occupancy is the
+    serialisation time ``w / b`` of the link model ``g(w) = c + w / b``: the
+    per-transfer latency ``c`` is paid once per call, not per back-to-back
+    tensor, and the arrival times leave the propagation delay out. So each
+    sample is ``occupancy + c`` with the estimator's current ``c``: its
+    single-size refit ``b = sum(w) / sum(t - c)`` is then exactly bytes over
+    occupancy. Tensors under ``min_bytes`` and zero-length intervals are skipped.
+    """
+    return [(iv.nbytes, iv.seconds + c) for iv in tl.link_intervals()
+            if iv.nbytes >= min_bytes and iv.seconds > 0]
 
 
 def tolerance_for(wire_dtype: str) -> tuple[float, float]:
@@ -460,9 +482,8 @@ class ClientSession:
         elif skip is not None:
             notes.append(f"ran locally: {skip}")
         if tl.where == "cooperative":
-            for iv in tl.upload:
-                if iv.nbytes >= 4096 and iv.seconds > 0:
-                    self.estimator.add(iv.nbytes, iv.seconds)
+            base = self.estimator.baseline
+            self.estimator.extend(link_samples(tl, c=base.c if base is not None else 0.0))
             if self.config.link == "auto" and self.estimator.drifted:
                 old, new = self.estimator.baseline, self.estimator.model
                 self.link = new

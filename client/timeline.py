@@ -3,25 +3,45 @@
 Times are seconds relative to the start of the run (``t=0`` when the compute
 thread starts). The timeline is plain data: it renders as a terminal Gantt
 chart (``--timeline``) and round-trips through JSON (``--json``).
+
+Upload intervals start when the sender began handing the tensor to the
+transport and end when its last byte reached the server (reconciled with the
+server's per-tensor arrival times, see
+:func:`opss.client.runtime.reconcile_uploads`). The link is serial: a tensor
+handed over while the previous one is still crossing waits in the transport's
+buffers, so the measured upload terms use :meth:`Timeline.link_intervals`,
+each tensor's time on the link, never double-counting an overlap.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 __all__ = ["Interval", "Timeline", "render_gantt"]
 
 
 @dataclass(frozen=True)
 class Interval:
-    """One bar of the chart: ``lane`` is ``"compute"`` or ``"upload"``."""
+    """One bar of the chart: ``lane`` is ``"compute"`` or ``"upload"``.
+
+    For an upload, ``start`` is when the sender began handing the tensor to the
+    transport and ``end`` when its last byte arrived at the server. When the
+    server reported per-tensor arrival times, ``pushed_end`` keeps when the
+    transport accepted the last chunk (on a real link gRPC's flow-control
+    windows and the TCP send buffer accept hundreds of kB at once, so this is
+    long before the bytes crossed the link). Without arrival times
+    (in-process transport, a server that sends none) ``pushed_end`` is None
+    and ``end`` is the push end, which equals the arrival only when the
+    sender is paced (the token bucket) or there is no link.
+    """
 
     lane: str
     name: str
     start: float
     end: float
     nbytes: int = 0
+    pushed_end: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -59,9 +79,25 @@ class Timeline:
     def compute_end(self) -> float:
         return max((i.end for i in self.compute), default=0.0)
 
+    def link_intervals(self) -> tuple[Interval, ...]:
+        """Each upload's time on the (serial) link, in sending order.
+
+        Tensor ``i`` occupies the link from ``max(start_i, end_{i-1})`` (it was
+        handed over, and the previous tensor's last byte has arrived) to
+        ``end_i``. Without overlaps (a paced sender) these are the upload
+        intervals themselves.
+        """
+        out = []
+        free = float("-inf")
+        for iv in self.upload:
+            out.append(replace(iv, start=min(iv.end, max(iv.start, free))))
+            free = max(free, iv.end)
+        return tuple(out)
+
     @property
     def upload_time(self) -> float:
-        return sum(i.seconds for i in self.upload)
+        """Seconds the link carried this run's tensors (overlapping intervals counted once)."""
+        return sum(i.seconds for i in self.link_intervals())
 
     @property
     def upload_end(self) -> float:
@@ -73,9 +109,9 @@ class Timeline:
 
     @property
     def hidden_upload(self) -> float:
-        """Upload seconds that ran while the client was still computing."""
+        """Upload seconds (time on the link) that ran while the client was still computing."""
         end = self.compute_end
-        return sum(max(0.0, min(i.end, end) - i.start) for i in self.upload)
+        return sum(max(0.0, min(i.end, end) - i.start) for i in self.link_intervals())
 
     @property
     def after_upload(self) -> float:
@@ -125,7 +161,9 @@ def render_gantt(tl: Timeline, width: int = 60, max_rows: int = 12) -> str:
     """Draw the run as a terminal Gantt chart.
 
     One row for the compute lane (each vertex a run of ``#``; rows are merged
-    when there are many vertices), one row per uploaded tensor (``=``), and a
+    when there are many vertices), one row per uploaded tensor (``=`` while it
+    is on the link, ``.`` while it waited in the transport's buffers behind
+    the previous tensor; the seconds shown are its time on the link), and a
     row for the server and the reply (``s`` from the end of the last upload to
     the reply). Marks ``!`` on a row where the run fell back to local compute.
     """
@@ -148,17 +186,23 @@ def render_gantt(tl: Timeline, width: int = 60, max_rows: int = 12) -> str:
         compute_row = merge(compute_row, bar(iv.start, iv.end, "#"))
     label = f"compute ({len(tl.compute)})"
     lines.append(f"{label[:label_w]:{label_w}} |{compute_row}| {_ms(tl.client_compute)}")
-    uploads = list(tl.upload)
+    uploads = list(zip(tl.upload, tl.link_intervals()))
+    queued = any(on.start > iv.start for iv, on in uploads)
+
+    def upload_bar(iv: Interval, on: Interval) -> str:
+        row = bar(on.start, on.end, "=")
+        return merge(bar(iv.start, iv.end, "."), row) if on.start > iv.start else row
+
     shown = uploads if len(uploads) <= max_rows else uploads[: max_rows - 1]
-    for iv in shown:
-        row = bar(iv.start, iv.end, "=")
-        lines.append(f"{('up ' + iv.name)[:label_w]:{label_w}} |{row}| {_ms(iv.seconds)} {iv.nbytes / 1e3:.0f}kB")
+    for iv, on in shown:
+        lines.append(f"{('up ' + iv.name)[:label_w]:{label_w}} |{upload_bar(iv, on)}| {_ms(on.seconds)} "
+                     f"{iv.nbytes / 1e3:.0f}kB")
     if len(uploads) > len(shown):
         rest = uploads[len(shown):]
         row = " " * width
-        for iv in rest:
-            row = merge(row, bar(iv.start, iv.end, "="))
-        lines.append(f"{f'up +{len(rest)} more':{label_w}} |{row}| {_ms(sum(i.seconds for i in rest))}")
+        for iv, on in rest:
+            row = merge(row, upload_bar(iv, on))
+        lines.append(f"{f'up +{len(rest)} more':{label_w}} |{row}| {_ms(sum(on.seconds for _, on in rest))}")
     if tl.where != "local" or tl.upload:
         start = max(tl.upload_end, tl.compute_end)
         ch = "!" if tl.where == "fallback" else "s"
@@ -166,7 +210,7 @@ def render_gantt(tl: Timeline, width: int = 60, max_rows: int = 12) -> str:
         name = "fallback (local)" if tl.where == "fallback" else "server+reply"
         lines.append(f"{name:{label_w}} |{row}| {_ms(tl.after_upload)}")
     lines.append(
-        f"{'':{label_w}}  # compute  = upload  s server+reply  ! local fallback"
+        f"{'':{label_w}}  # compute  = upload{'  . queued' if queued else ''}  s server+reply  ! local fallback"
         + (f"  ({tl.note})" if tl.note else "")
     )
     return "\n".join(lines)
