@@ -192,6 +192,9 @@ class Testbed:
         self._made.append("veth")
         _run(["ip", "link", "set", self.server_if, "netns", self.ns])
         _run(["ip", "addr", "add", f"{self.client_ip}/{prefix}", "dev", self.client_if])
+        # one segment per packet, as on a real link: with GSO the veth hands tc 64 kB at once and
+        # HTB lets that burst through, so small tensors would appear to arrive instantly
+        _run(["ip", "link", "set", "dev", self.client_if, "gso_max_segs", "1"], check=False)
         _run(["ip", "link", "set", self.client_if, "up"])
         _run(["ip", "addr", "add", f"{self.server_ip}/{prefix}", "dev", self.server_if], ns=self.ns)
         _run(["ip", "link", "set", self.server_if, "up"], ns=self.ns)
