@@ -18,7 +18,13 @@ The oracle, tested for every zoo model::
 Both parts execute the captured fx ``GraphModule``'s nodes with an
 ``fx.Interpreter`` whose environment maps each fx node to its value; a vertex
 runs all its members. Constants (parameters, buffers and input-independent
-computations) are evaluated once per part. The captured graph has every
+computations) are evaluated once per part. Every other value is dropped from the
+environment as soon as no member still to run in the part reads it (a reference
+count per vertex output, decremented as its readers run; a value local to a
+vertex, such as an ``x.size(0)`` the vertex recomputes, goes after its last
+reader in that vertex), so a part holds about as many intermediates as the eager
+model does. Kept to the end: the cut tensors the client hands out and the
+server's model output. The captured graph has every
 in-place op made out-of-place (:func:`opss.graph.clear_inplace`), so a tensor
 the client hands out is never mutated later by the client and the server never
 mutates a tensor it was given. Both parts run under ``torch.no_grad()`` and keep
@@ -129,6 +135,98 @@ class _Runner(fx.Interpreter):
         return value
 
 
+# One member of a vertex in a release plan: the fx node, the vertex outputs it
+# reads (reference-counted across the part) and the values local to its vertex
+# whose last reader it is (dropped right after it runs).
+_Member = tuple[fx.Node, tuple[fx.Node, ...], tuple[fx.Node, ...]]
+
+
+@dataclass(frozen=True)
+class _ReleasePlan:
+    """When each value of a part may leave the environment.
+
+    ``members[v]``: vertex ``v``'s members as :data:`_Member` entries.
+    ``readers[a]``: how many member nodes of the part read vertex output ``a``
+    (a value read by nobody in the part and not kept is dropped where it is made).
+    ``keep``: never dropped (cut tensors handed out, the model output)."""
+
+    members: dict[str, tuple[_Member, ...]]
+    readers: dict[fx.Node, int]
+    keep: frozenset[fx.Node]
+
+
+def _release_plan(
+    graph: LayerGraph,
+    vertices: Sequence[str],
+    nodes: Mapping[str, fx.Node],
+    consts: Mapping[fx.Node, Any],
+    keep: Iterable[fx.Node],
+) -> _ReleasePlan:
+    """The release plan of the part running ``vertices`` (in any valid order).
+
+    Vertex outputs are the only values that cross vertices (capture checks it),
+    each made by one vertex; they get a reference count of their readers in the
+    part. Any other member value (a vertex-internal tensor, or an inlined
+    non-tensor node like ``x.size(0)`` that several vertices each recompute) is
+    read only inside the vertex that made it, after it, and goes after its last
+    reader there. Constants are never dropped."""
+    keep = frozenset(keep)
+    outputs = {nodes[graph.output_node[v]] for v in graph.ids}
+    mems = {v: [nodes[m] for m in graph.node(v).members] for v in vertices}
+    readers: dict[fx.Node, int] = {}
+    counted: dict[str, list[tuple[fx.Node, ...]]] = {}
+    last: dict[str, dict[fx.Node, int]] = {}
+    for v in vertices:
+        own = set(mems[v])
+        counted[v], last[v] = [], {}
+        for i, n in enumerate(mems[v]):
+            reads = []
+            for a in n.all_input_nodes:
+                if a in consts:
+                    continue
+                if a in outputs or a not in own:
+                    reads.append(a)
+                    readers[a] = readers.get(a, 0) + 1
+                else:
+                    last[v][a] = i
+            counted[v].append(tuple(reads))
+    plan: dict[str, tuple[_Member, ...]] = {}
+    for v in vertices:
+        frees: list[list[fx.Node]] = [[] for _ in mems[v]]
+        for i, n in enumerate(mems[v]):
+            if n in outputs:
+                if readers.get(n, 0) == 0 and n not in keep:
+                    frees[i].append(n)  # read by nobody in this part
+            else:
+                frees[last[v].get(n, i)].append(n)
+        plan[v] = tuple(
+            (n, counted[v][i], tuple(frees[i])) for i, n in enumerate(mems[v])
+        )
+    return _ReleasePlan(plan, readers, keep)
+
+
+class _GcRunner(_Runner):
+    """A :class:`_Runner` that follows a :class:`_ReleasePlan`: each value leaves
+    the environment once no member still to run in the part reads it."""
+
+    def __init__(self, gm: fx.GraphModule, consts: dict[fx.Node, Any], plan: _ReleasePlan) -> None:
+        super().__init__(gm, consts)
+        self.plan = plan
+        self.readers = dict(plan.readers)  # per run: decremented as readers run
+
+    def run_vertex(self, v: str, x: torch.Tensor | None = None) -> None:
+        env, readers, keep = self.env, self.readers, self.plan.keep
+        for n, reads, frees in self.plan.members[v]:
+            env[n] = x if n.op == "placeholder" else self.run_node(n)
+            for a in reads:
+                left = readers[a] - 1
+                readers[a] = left
+                if left == 0 and a not in keep:
+                    del env[a]
+            for a in frees:
+                del env[a]
+
+
 def _constants(gm: fx.GraphModule, graph: LayerGraph) -> dict[fx.Node, Any]:
     """Values of the input-independent fx nodes (get_attr, f(parameters), ...)."""
     info = graph._info
@@ -168,9 +266,12 @@ class ClientPart:
             [(u, v) for u, v in graph.edges if u in keep and v in keep],
         )
         nodes = {n.name: n for n in graph.gm.graph.nodes}
-        self._members = {v: [nodes[m] for m in graph.node(v).members] for v in vertices}
         self._out = {v: nodes[graph.output_node[v]] for v in vertices}
         self._consts = _constants(graph.gm, graph)
+        # reference counts make the plan hold for every valid order
+        self._plan = _release_plan(
+            graph, vertices, nodes, self._consts, keep=[self._out[c] for c in cut]
+        )
 
     def __repr__(self) -> str:
         return f"ClientPart(model={self.graph.model!r}, vertices={len(self.vertices)}, cut={self.cut})"
@@ -191,12 +292,11 @@ class ClientPart:
         """Run the client vertices in ``order``, yielding a :class:`Step` after
         each; cut tensors are handed out as soon as they are produced."""
         seq = self.validate(order)
-        runner = _Runner(self.graph.gm, self._consts)
+        runner = _GcRunner(self.graph.gm, self._consts, self._plan)
         for v in seq:
             with torch.no_grad():
-                runner.run_members(self._members[v], x)
-                out = runner.env[self._out[v]]
-            yield Step(v, {v: out} if v in self._cut else {})
+                runner.run_vertex(v, x)
+            yield Step(v, {v: runner.env[self._out[v]]} if v in self._cut else {})
 
     def run(self, x: torch.Tensor, order: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """All cut tensors, keyed by cut id in cut order."""
@@ -214,7 +314,6 @@ class ServerPart:
         self.vertices = vertices
         self.cut = cut
         nodes = {n.name: n for n in graph.gm.graph.nodes}
-        self._members = {v: [nodes[m] for m in graph.node(v).members] for v in vertices}
         self._out = {v: nodes[graph.output_node[v]] for v in (*cut, *vertices)}
         keep = set(vertices)
         self._preds = {v: tuple(graph.preds(v)) for v in vertices}
@@ -223,6 +322,10 @@ class ServerPart:
         }
         self._pos = {v: i for i, v in enumerate(graph.ids)}
         self._consts = _constants(graph.gm, graph)
+        # fed cut tensors are dropped after their last reader too (the caller keeps its own)
+        self._plan = _release_plan(
+            graph, vertices, nodes, self._consts, keep=[nodes[graph.output_node[graph.output_id]]]
+        )
         tensors = [*graph.gm.parameters(), *graph.gm.buffers()]
         self.device = tensors[0].device if tensors else torch.device("cpu")
 
@@ -266,7 +369,7 @@ class ServerSession:
 
     def __init__(self, part: ServerPart) -> None:
         self.part = part
-        self._runner = _Runner(part.graph.gm, part._consts)
+        self._runner = _GcRunner(part.graph.gm, part._consts, part._plan)
         self._have: set[str] = set()
         self._waiting = {v: len(ps) for v, ps in part._preds.items()}
         self._ready = [(part._pos[v], v) for v, n in self._waiting.items() if n == 0]
@@ -315,7 +418,7 @@ class ServerSession:
         while self._ready:
             _, v = heapq.heappop(self._ready)
             with torch.no_grad():
-                self._runner.run_members(part._members[v])
+                self._runner.run_vertex(v)
             ran.append(v)
             self._have.add(v)
             for w in part._succs[v]:
