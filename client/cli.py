@@ -22,30 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from opss.cli._args import OneLineParser, positive_int, slowdown
 from opss.errors import OpssError
 
 PROG = "opss-client"
 STRATEGIES = ("opss", "joint", "po", "lo", "co")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
 
 
-def _factor(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}") from None
-    if not (math.isfinite(x) and x >= 1.0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
-    return x
 
 
 def _seconds(text: str) -> float:
@@ -87,15 +72,10 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (no usage block) and exit 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Run a DNN cooperatively with an opss-server: the client computes the first layers "
         "while their outputs upload, the server finishes.",
@@ -112,20 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wire-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the cut tensors on the wire (default float32)")
     p.add_argument("--image", metavar="FILE", help="classify this image (PIL; resized ImageNet-style)")
-    p.add_argument("--runs", type=_positive_int, default=5, help="inferences to run (default 5)")
+    p.add_argument("--runs", type=positive_int, default=5, help="inferences to run (default 5)")
     p.add_argument("--verify", action="store_true",
                    help="check each output against the local full model (exit 1 on a mismatch)")
     p.add_argument("--json", metavar="OUT", help="write the plan, every run's timeline and the summary here")
     p.add_argument("--timeline", action="store_true", help="draw each run's compute/upload Gantt chart")
     p.add_argument("--weights", metavar="FILE", help="state dict to load (must match the server's)")
     p.add_argument("--token-file", metavar="F", help="file holding the server's bearer token")
-    p.add_argument("--client-slowdown", type=_factor, default=1.0, metavar="X",
+    p.add_argument("--client-slowdown", type=slowdown, default=1.0, metavar="X",
                    help="emulate a client X times slower (sleeps after each layer; plan scaled alike)")
     p.add_argument("--deadline", type=_seconds, default=30.0, metavar="S",
                    help="per-inference server deadline in seconds (default 30); past it, finish locally")
     p.add_argument("--small", action="store_true",
                    help="use the model's small test input shape (the server must run --small too)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads for the client (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads for the client (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights (no --weights) and the input")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -262,10 +242,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.server is None and args.strategy != "lo":
         parser.error("--server HOST:PORT is required (only --strategy lo runs without a server)")
+    if args.json:
+        # fail before the runs, not after them
+        folder = Path(args.json).resolve().parent
+        if not folder.is_dir():
+            parser.error(f"--json {args.json}: no such folder {str(folder)!r}")
     try:
         return run(args)
     except OpssError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -20,6 +20,8 @@ import sys
 import threading
 from pathlib import Path
 
+from opss.cli._args import OneLineParser
+
 from .config import DEFAULT_MODELS, ServerConfig
 from .profiling import profile_source
 
@@ -43,7 +45,7 @@ def _shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="opss-server", description=(
+    p = OneLineParser(prog="opss-server", description=(
         "Serve the server halves of split DNNs: clients stream their cut tensors over gRPC "
         "(opss.v1.Opss) and get the model output back."))
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")

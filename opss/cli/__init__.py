@@ -14,11 +14,12 @@ import importlib
 import pkgutil
 import sys
 
+from opss.cli._args import OneLineParser
 from opss.errors import OpssError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="opss",
         description="OPSS: plan and run pipelined cooperative DNN inference.",
     )
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except OpssError as exc:
         print(f"opss {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable --json path, a full disk, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"opss {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"opss {args.command}: interrupted", file=sys.stderr)

@@ -16,27 +16,8 @@ process, use ``opss experiment`` (root).
 from __future__ import annotations
 
 import argparse
-import math
 
-
-def _factor(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a factor >= 1, got {text!r}") from None
-    if not (math.isfinite(x) and x >= 1.0):
-        raise argparse.ArgumentTypeError(f"expected a factor >= 1, got {text!r}")
-    return x
-
-
-def _runs(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
+from opss.cli._args import positive_int, slowdown
 
 
 def register(subparsers) -> None:
@@ -47,8 +28,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", default="googlenet", help="zoo model or package.module:factory (default googlenet)")
     p.add_argument("--link", default="4g", help="uplink: 3g, 4g, wifi or a rate such as 10mbit (default 4g)")
-    p.add_argument("--runs", type=_runs, default=3, help="measured runs per strategy (default 3)")
-    p.add_argument("--client-slowdown", type=_factor, default=10.0, metavar="X",
+    p.add_argument("--runs", type=positive_int, default=3, help="measured runs per strategy (default 3)")
+    p.add_argument("--client-slowdown", type=slowdown, default=10.0, metavar="X",
                    help="emulate a client X times slower than this CPU (default 10, a Pi-class board)")
     p.add_argument("--wire-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the cut tensors on the wire (default float32)")

@@ -9,17 +9,11 @@ one is measured with a progress bar on stderr. torch is imported inside
 from __future__ import annotations
 
 import argparse
+
+from opss.cli._args import positive_int
 import sys
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _nonneg_int(text: str) -> int:
@@ -47,8 +41,8 @@ def register(subparsers) -> None:
                         help="default device/threads: client = CPU 1 thread; server = CUDA if present, "
                              "else CPU with half the cores (default client)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="override the role's device")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="override the role's CPU threads")
-    parser.add_argument("--repeats", type=_positive_int, default=20, help="timed runs (default 20)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="override the role's CPU threads")
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed runs (default 20)")
     parser.add_argument("--warmup", type=_nonneg_int, default=3, help="untimed warm-up runs (default 3)")
     parser.add_argument("--method", choices=("interpreter", "profiler"), default="interpreter",
                         help="fx.Interpreter wall-clock per node (default) or torch.profiler ranges")

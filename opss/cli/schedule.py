@@ -14,6 +14,8 @@ processed, and the exit status is then 2. Pure Python: no torch import.
 from __future__ import annotations
 
 import argparse
+
+from opss.cli._args import positive_int
 import json
 import sys
 
@@ -21,14 +23,6 @@ from opss.errors import OpssError
 from opss.sched import DEFAULT_BEAM_WIDTH, DEFAULT_MAX_STATES, METHODS, SchedGraph, schedule
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -60,14 +54,14 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_STATES,
         metavar="N",
         help=f"max downset states for exact/auto (default {DEFAULT_MAX_STATES})",
     )
     parser.add_argument(
         "--beam-width",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_BEAM_WIDTH,
         metavar="K",
         help=f"states kept per level by beam (and auto's fallback; default {DEFAULT_BEAM_WIDTH})",
@@ -119,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             graph = _load(name)
             result = schedule(graph, args.method, **opts)
-        except (OpssError, ValueError) as exc:
+        except (OpssError, ValueError, ArithmeticError) as exc:
             failed += 1
             out.flush()
             msg = " ".join(str(exc).split())  # one line, whatever the message holds

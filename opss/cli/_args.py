@@ -1,0 +1,39 @@
+"""Argument helpers shared by ``opss``, ``opss-server`` and ``opss-client``.
+
+:class:`OneLineParser` makes every bad argument one line on stderr and exit
+status 2 (argparse's default prints the whole usage block first). The type
+functions raise ``argparse.ArgumentTypeError`` with "expected X, got Y".
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block) and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def slowdown(text: str) -> float:
+    """A client slowdown factor: finite and >= 1 (1 = as fast as this machine)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a factor >= 1, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError(f"expected a finite factor >= 1, got {text!r}")
+    return value
