@@ -107,6 +107,8 @@ BAD = {
     "inf.json": ('{"nodes": [{"id": "a", "f": Infinity, "g": 0}]}', "finite"),
     "string_time.json": ({"nodes": [{"id": "a", "f": "fast", "g": 0}]}, "number"),
     "binary.json": (b"\xff\xfe\x00garbage", "UTF-8"),
+    "overflow.json": ({"nodes": [{"id": "a", "f": 1e308, "g": 1e308}, {"id": "b", "f": 1e308, "g": 0}],
+                       "edges": [["a", "b"]]}, "overflows"),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -102,6 +103,16 @@ class SchedGraph:
             preds[v].append(u)
             succs[u].append(v)
 
+        # every makespan is at most the sum of all times: it must stay a finite float
+        try:
+            total = math.fsum(f.values()) + math.fsum(g.values())
+        except OverflowError:
+            total = math.inf
+        if not math.isfinite(total):
+            raise InvalidGraphError(
+                "total time overflows: the sum of all f and g must be a finite float, "
+                f"got f and g summing past {sys.float_info.max:.3g}"
+            )
         self._ids = tuple(ids)
         self._index = MappingProxyType(index)
         self._f = MappingProxyType(f)
