@@ -48,12 +48,27 @@ def test_profile_covers_every_vertex_with_sane_stats(small):
     assert meta["torch"] == torch.__version__ and meta["granularity"] == "layer"
     assert meta["arch_hash"] == graph_hash(lg)
     assert prof.device_tag == device_tag("cpu", 1)
-    # the oracle: the calibrated sum is the model's own forward time, measured interleaved
+    # the oracle: the model's own eager forward, timed here independently of the profiler
     # (loose bounds: this test shares 2 cores with other work; bench_profile measures it properly)
-    ratio = prof.total() / meta["end_to_end_median"]
+    import statistics
+    import time
+
+    from opss import models
+
+    model = models.get_model(MODEL)
+    x = torch.randn(shape)
+    times = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the profile was measured
+    with torch.inference_mode():
+        for i in range(18):
+            t0 = time.perf_counter()
+            model(x)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    torch.set_num_threads(threads)
+    ratio = prof.total(calibrated=False) / statistics.median(times)
     assert 0.5 < ratio < 2.0, ratio
-    assert prof.total(calibrated=False) == pytest.approx(math.fsum(st.median for st in prof.vertices.values()))
-    assert prof.total() == pytest.approx(meta["run_total_median"])
     assert prof.load_scale >= 0.5
 
 
