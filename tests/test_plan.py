@@ -290,10 +290,9 @@ def test_strategy_ordering_on_random_dags(seed):
         again = predict(graph, p.client, p.order, f, s, link, pipelined=p.pipelined)
         assert again.total == pytest.approx(p.total)
         assert p.cut == cut_of(graph, frozenset(p.client))[0]
-    # joint is never worse than the best pipelined plan over every client set and order
+    # joint finds the optimum over every client set and order (brute force) on these small DAGs
     brute = _brute_force_pipelined(graph, f, s, link)
-    assert plans["joint"].total >= brute - eps
-    assert plans["joint"].total <= plans["opss"].total + eps
+    assert brute - eps <= plans["joint"].total <= brute * (1 + 1e-9) + eps
 
 
 # ---------------------------------------------------------------------------
