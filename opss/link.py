@@ -141,7 +141,8 @@ class LinkModel:
         Raises :class:`LinkModelError` for NaN/negative samples, fewer than
         ``min_samples`` samples, fewer than two distinct sizes, or a fit whose
         slope is not positive (time does not grow with size). A slightly
-        negative intercept (noise around ``c = 0``) is clamped to 0.
+        negative intercept (noise around ``c = 0``) becomes 0 and ``b`` is refitted
+        through the origin.
         """
         pts = _check_samples(samples, min_samples)
         import numpy as np
@@ -171,7 +172,13 @@ class LinkModel:
                 f"got slope {slope:.3g} s/byte from {int(keep.sum())} samples"
             )
         r2 = float(reg.score(x[keep], y[keep]))
-        c = max(0.0, float(reg.intercept_))
+        c = float(reg.intercept_)
+        if c < 0:
+            # noise around c = 0: refit through the origin so the slope is not biased by the clamp
+            origin = LinearRegression(fit_intercept=False).fit(x[keep], y[keep])
+            slope = float(origin.coef_[0])
+            r2 = float(origin.score(x[keep], y[keep]))
+            c = 0.0
         return cls(c=c, b=1.0 / slope, r2=r2, n_samples=int(keep.sum()),
                    n_outliers=int(len(pts) - keep.sum()))
 

@@ -189,3 +189,16 @@ def test_importing_link_imports_neither_torch_nor_sklearn():
     code = "import sys, opss.link; print('torch' in sys.modules, 'sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_negative_intercept_refits_the_slope_through_the_origin():
+    # a zero-latency link measured with a little negative bias at small sizes: the
+    # unconstrained fit has c < 0; clamping c alone would keep a slope fitted for that c
+    b = 1e6
+    sizes = [1e4, 2e4, 5e4, 1e5, 2e5]
+    samples = [(w, w / b - 0.002 * (w == 1e4)) for w in sizes for _ in range(2)]
+    fit = LinkModel.fit(samples)
+    assert fit.c == 0.0
+    # least squares through the origin, computed here: b = sum(w^2) / sum(w*t)
+    expect_b = sum(w * w for w, _ in samples) / sum(w * t for w, t in samples)
+    assert fit.b == pytest.approx(expect_b, rel=1e-9)
