@@ -152,11 +152,16 @@ def format_run(rep, runs: int, out: TextIO, timeline: bool) -> None:
 
 
 def summarize(reports) -> dict:
-    """Median, p90 and prediction error over the runs (seconds; error relative)."""
+    """Median, p90 and prediction error over the runs (seconds; error relative).
+
+    Runs that fell back to local compute are left out of the prediction error: the
+    prediction was for the cooperative plan they did not run.
+    """
     lat = sorted(r.latency for r in reports)
     n = len(lat)
     p90 = lat[min(n - 1, math.ceil(0.9 * n) - 1)]
-    errs = [abs(r.latency - r.predicted.total) / r.predicted.total for r in reports if r.predicted.total > 0]
+    errs = [abs(r.latency - r.predicted.total) / r.predicted.total for r in reports
+            if r.predicted.total > 0 and not r.result.fell_back]
     return {
         "runs": n,
         "median_s": statistics.median(lat),
