@@ -175,11 +175,12 @@ def _tables(rows, parts, methods, args) -> str:
         lines.append(f"| {p['model']} | {p['part']} | {p['client_vertices']} | {p['predicted_ms']:.1f} | "
                      f"{p['measured_ms']:.1f} | {p['err_pct']:+.1f} % |")
     lines += ["", "Reading the columns: *split / eager* is the whole model run through opss.split's ClientPart "
-              "against the eager model; where it is well above 1, the split runtime itself is slower than the "
-              "per-vertex times (it keeps every intermediate tensor alive: fx.Interpreter with "
-              "garbage_collect_values=False), and the parts' errors follow that ratio, not the profile. "
-              "*raw vs eager* above a few percent on models with many tiny ops (randwire: 990 fx nodes) is the "
-              "per-node dispatch cost of fx.Interpreter, which the split runtime pays as well."]
+              "against the eager model. The split runtime drops each intermediate tensor after its last reader, "
+              "as the eager forward does; what is left above 1 is (a) the per-node dispatch cost of "
+              "fx.Interpreter on models with many tiny ops (randwire: 990 fx nodes), which the profile pays as "
+              "well (*raw vs eager*), and (b) the captured graph's out-of-place copies of in-place ops "
+              "(opss.graph.clear_inplace; mobilenet_v2's ReLU6(inplace=True) layers), which the profile's vertex "
+              "times include too."]
     if methods:
         lines += ["", "Timing method (sum of raw vertex medians vs the interleaved eager forward median)", "",
                   "| model | round | method | sum of medians ms | eager ms | error | profiling wall s |",
