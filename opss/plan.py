@@ -131,6 +131,8 @@ class Plan:
             "strategy": self.strategy,
             "client": list(self.client),
             "cut": list(self.cut),
+            # the tensors that cross the link: none when the cut is the model output (local only)
+            "uploads": list(self.cut) if self.cut_bytes else [],
             "cut_bytes": self.cut_bytes,
             "order": list(self.order),
             "predicted": self.predicted.to_json(),

@@ -65,6 +65,10 @@ def test_cli_plan_json_document(tmp_path, capsys):
         for key in ("client_compute", "upload", "hidden_upload", "server", "total"):
             assert key in entry["predicted"]
         assert sorted(entry["order"]) == sorted(entry["client"])
+        # uploads: the cut tensors that cross the link, their bytes summed in cut_bytes
+        assert set(entry["uploads"]) <= set(entry["cut"]) and bool(entry["uploads"]) == bool(entry["cut_bytes"])
+    assert doc["strategies"]["lo"]["uploads"] == []
+    assert doc["strategies"]["co"]["uploads"] == doc["strategies"]["co"]["cut"] == [doc["strategies"]["co"]["order"][0]]
     assert doc["client_slowdown"] == 4.0
 
 
