@@ -309,6 +309,7 @@ def summarize(out: Path) -> str:
     if not rows:
         raise OpssError(f"no runs in {out / 'runs.csv'}: run the experiment first")
     lat = defaultdict(list)
+    plan_of = {}
     pred = {}
     err = defaultdict(list)
     verified = defaultdict(lambda: True)
@@ -317,6 +318,7 @@ def summarize(out: Path) -> str:
         key = (r["model"], r["link"], r["strategy"])
         lat[key].append(float(r["latency_s"]))
         pred[key] = float(r["predicted_s"])
+        plan_of[key] = (int(r["client_vertices"] or 0), int(float(r["cut_bytes"] or 0)), r["cut"])
         err[key].append(abs(float(r["latency_s"]) - float(r["predicted_s"])) / float(r["predicted_s"]))
         verified[key] &= r["verified"] == "True"
         fell[key] += r["where"] == "fallback"
@@ -324,8 +326,9 @@ def summarize(out: Path) -> str:
     links = list(dict.fromkeys(r["link"] for r in rows))
     strategies = [s for s in STRATEGIES if any(k[2] == s for k in lat)]
     link_rows = {r["link"]: r for r in _read_rows(out / "links.csv")}
-    lines = ["| link | model | strategy | median ms | p90 ms | predicted ms | median abs err | vs po | vs best lo/co | verified |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| link | model | strategy | client vertices | upload kB | median ms | p90 ms | predicted ms | "
+             "median abs err | vs po | vs best lo/co | verified |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for link in links:
         for model in models:
             po = _median(lat.get((model, link, "po"), []))
@@ -336,7 +339,10 @@ def summarize(out: Path) -> str:
                 if k not in lat:
                     continue
                 m = _median(lat[k])
-                lines.append(f"| {link} | {model} | {s} | {m * 1e3:.1f} | {_p90(lat[k]) * 1e3:.1f} | "
+                nv, nb, _ = plan_of[k]
+                same = s != "po" and plan_of.get((model, link, "po")) == plan_of[k]
+                lines.append(f"| {link} | {model} | {s}{' (= po plan)' if same else ''} | {nv} | {nb / 1e3:.1f} | "
+                             f"{m * 1e3:.1f} | {_p90(lat[k]) * 1e3:.1f} | "
                              f"{pred[k] * 1e3:.1f} | {_median(err[k]) * 100:.1f} % | {po / m:.2f}x | {best / m:.2f}x | "
                              f"{'yes' if verified[k] and not fell[k] else f'NO ({fell[k]} fallbacks)'} |")
     link_lines = ["| link | nominal Mbit/s | measured Mbit/s | shaper |", "|---|---:|---:|---|"]
@@ -346,6 +352,8 @@ def summarize(out: Path) -> str:
             link_lines.append(f"| {link} | {float(lr['nominal_mbps']):.2f} | {float(lr['measured_mbps']):.2f} | {lr['shaper']} |")
     table = "\n".join(lines)
     text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n## Latency\n\n" + table + "\n"
+    text += ("\n'(= po plan)': the same client set and cut as po, so any difference from po is run-to-run "
+             "noise, not the schedule.\n")
     calib = _calibration(lat, rows, models, links)
     if calib:
         text += "\n## Client vs server compute (the slowdown factor)\n\n" + calib + "\n"
@@ -360,13 +368,15 @@ def _calibration(lat, rows, models, links) -> str:
     for r in rows:
         if r["strategy"] == "co" and r["where"] == "cooperative":
             srv[r["model"]].append(float(r["server_s"]))
-    lines = ["| model | client lo median ms | server compute (co) median ms | slowdown |", "|---|---:|---:|---:|"]
+    lines = ["| model | client lo median ms | lo p90/median | server compute (co) median ms | co server p90/median "
+             "| slowdown |", "|---|---:|---:|---:|---:|---:|"]
     any_row = False
     for model in models:
         lo = [x for link in links for x in lat.get((model, link, "lo"), [])]
         if lo and srv[model]:
             c, s = _median(lo), _median(srv[model])
-            lines.append(f"| {model} | {c * 1e3:.1f} | {s * 1e3:.1f} | {c / s:.1f}x |")
+            lines.append(f"| {model} | {c * 1e3:.1f} | {_p90(lo) / c:.2f} | {s * 1e3:.1f} | "
+                         f"{_p90(srv[model]) / s:.2f} | {c / s:.1f}x |")
             any_row = True
     return "\n".join(lines) if any_row else ""
 

@@ -37,9 +37,9 @@ def test_summary_medians_and_speedups_match_a_recomputation(tmp_path):
     best = min(statistics.median([0.50, 0.52, 0.49]), statistics.median([0.9, 1.1, 1.0]))
     row = next(line for line in text.splitlines() if "| opss |" in line)
     cells = [c.strip() for c in row.split("|")]
-    assert cells[4] == f"{opss * 1e3:.1f}"
-    assert cells[8] == f"{po / opss:.2f}x"
-    assert cells[9] == f"{best / opss:.2f}x"
+    assert cells[6] == f"{opss * 1e3:.1f}"
+    assert cells[10] == f"{po / opss:.2f}x"
+    assert cells[11] == f"{best / opss:.2f}x"
     assert (tmp_path / "summary.md").exists() and (tmp_path / "experiment_latency.png").stat().st_size > 0
 
 
