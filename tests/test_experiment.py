@@ -20,11 +20,11 @@ def _write_runs(path: Path, latencies: dict) -> None:
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
         w.writeheader()
-        for (strategy, pred), lats in latencies.items():
+        for k, ((strategy, pred), lats) in enumerate(latencies.items()):
             for i, lat in enumerate(lats, 1):
                 w.writerow({"model": "m", "link": "4g", "nominal_mbps": 5.85, "strategy": strategy, "run": i,
                             "latency_s": lat, "predicted_s": pred, "server_s": 0.01, "where": "cooperative",
-                            "verified": True, "cut_bytes": 10})
+                            "verified": True, "cut_bytes": 10, "client_vertices": k + 1, "cut": "x"})
 
 
 def test_summary_medians_and_speedups_match_a_recomputation(tmp_path):
