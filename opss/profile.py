@@ -162,8 +162,17 @@ def device_tag(device: str = "cpu", threads: int | None = None, gpu_name: str | 
 
 
 def default_profiles_root() -> Path:
-    """``profiles/`` of the repository this package lives in."""
-    return Path(__file__).resolve().parent.parent / "profiles"
+    """``profiles/`` of the source checkout this package runs from (its committed tables).
+
+    An installed, non-editable copy has no such folder beside it; it keeps its
+    tables in the user's cache (``$XDG_CACHE_HOME/opss/profiles``, by default
+    ``~/.cache/opss/profiles``) rather than writing into site-packages.
+    """
+    repo = Path(__file__).resolve().parent.parent / "profiles"
+    if repo.is_dir():
+        return repo
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "opss" / "profiles"
 
 
 def profile_path(model: str, tag: str, root: str | os.PathLike | None = None) -> Path:
