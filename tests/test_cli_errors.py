@@ -10,6 +10,7 @@ PY = sys.executable
 CASES = [
     ([PY, "-m", "opss", "plan", "--model", "resnet18", "--link", "5 potatoes"], "unknown unit 'potatoes'"),
     ([PY, "-m", "opss", "plan", "--model", "nosuchnet", "--link", "4g"], "nosuchnet"),
+    ([PY, "-m", "opss", "plan", "--model", "resnet18", "--bandwidth", "5.85mbit", "--rtt", "20 parsecs"], "parsecs"),
     ([PY, "-m", "opss", "graph", "--model", "resnet18", "--granularity", "potato"], "potato"),
     ([PY, "-m", "opss", "graph", "--model", "resnet18", "--small", "--json", "/nonexistent/dir/g.json"],
      "/nonexistent/dir/g.json"),

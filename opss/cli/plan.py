@@ -42,7 +42,8 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--model", required=True, help="zoo name or package.module:factory")
-    parser.add_argument("--link", required=True, help="3g | 4g | wifi | a rate (5.85mbit, 10Mbps, 2MB/s)")
+    parser.add_argument("--link", "--bandwidth", dest="link", required=True,
+                        help="3g | 4g | wifi | a rate (5.85mbit, 10Mbps, 2MB/s); --bandwidth is the same option")
     parser.add_argument("--rtt", default=None, help="per-message delay c, e.g. 20ms (default 0)")
     parser.add_argument("--downlink", default=None, help="downlink rate for the reply (default: same as --link)")
     parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default="all", help="default all")
