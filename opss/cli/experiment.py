@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from opss.cli._args import positive_int
+
 
 def _names(text: str) -> tuple[str, ...]:
     items = tuple(x.strip() for x in text.split(",") if x.strip())
@@ -43,7 +45,7 @@ def register(subparsers) -> None:
                    help="comma-separated presets (3g, 4g, wifi) or rates such as 10mbit (default 3g,4g,wifi)")
     p.add_argument("--strategies", type=_names, default=STRATEGIES,
                    help=f"comma-separated strategies (default {','.join(STRATEGIES)})")
-    p.add_argument("--runs", type=int, default=20, help="measured runs per strategy and point (default 20)")
+    p.add_argument("--runs", type=positive_int, default=20, help="measured runs per strategy and point (default 20)")
     p.add_argument("--out", type=Path, default=Path("docs/results/experiment"),
                    help="output folder (default docs/results/experiment)")
     p.add_argument("--client-cpu", type=_share, default=0.25,
@@ -62,14 +64,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from opss.errors import OpssError
     from opss.experiment import ExperimentConfig, run_experiment, summarize
 
     if args.summarize:
         print(summarize(args.out))
         return 0
-    if args.runs < 1:
-        raise OpssError(f"--runs: expected a positive integer, got {args.runs}")
     cfg = ExperimentConfig(models=args.models, links=args.links, strategies=args.strategies, runs=args.runs,
                            out=args.out, client_cpu=args.client_cpu, cpu_period_us=args.cpu_period_us,
                            subnet=args.subnet, shaper=args.shaper, port=args.port, small=args.small)

@@ -9,21 +9,9 @@ one is measured with a progress bar on stderr. torch is imported inside
 from __future__ import annotations
 
 import argparse
-
-from opss.cli._args import positive_int
 import sys
 
-
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+from opss.cli._args import nonneg_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -43,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="override the role's device")
     parser.add_argument("--threads", type=positive_int, default=None, help="override the role's CPU threads")
     parser.add_argument("--repeats", type=positive_int, default=20, help="timed runs (default 20)")
-    parser.add_argument("--warmup", type=_nonneg_int, default=3, help="untimed warm-up runs (default 3)")
+    parser.add_argument("--warmup", type=nonneg_int, default=3, help="untimed warm-up runs (default 3)")
     parser.add_argument("--method", choices=("interpreter", "profiler"), default="interpreter",
                         help="fx.Interpreter wall-clock per node (default) or torch.profiler ranges")
     parser.add_argument("--force", action="store_true", help="re-measure even if a matching table exists")
