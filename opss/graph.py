@@ -50,6 +50,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from opss.dag import Dag
 from opss.errors import CaptureError, PartitionError
 
 __all__ = ["LayerGraph", "LayerNode", "capture", "clear_inplace"]
@@ -147,21 +148,11 @@ class LayerGraph:
     _block_of: dict[str, str | None] = field(default_factory=dict, repr=False)
     _modules: dict[str, nn.Module] = field(default_factory=dict, repr=False)
     _index: dict[str, LayerNode] = field(default_factory=dict, repr=False)
-    _preds: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
-    _succs: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
-    _ids: tuple[str, ...] = field(default=(), repr=False)
+    _dag: Dag | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        index = {n.id: n for n in self.nodes}
-        preds: dict[str, list[str]] = {n.id: [] for n in self.nodes}
-        succs: dict[str, list[str]] = {n.id: [] for n in self.nodes}
-        for u, v in self.edges:
-            preds[v].append(u)
-            succs[u].append(v)
-        object.__setattr__(self, "_index", index)
-        object.__setattr__(self, "_ids", tuple(n.id for n in self.nodes))
-        object.__setattr__(self, "_preds", {k: tuple(v) for k, v in preds.items()})
-        object.__setattr__(self, "_succs", {k: tuple(v) for k, v in succs.items()})
+        object.__setattr__(self, "_index", {n.id: n for n in self.nodes})
+        object.__setattr__(self, "_dag", Dag([n.id for n in self.nodes], self.edges))
 
     def __repr__(self) -> str:
         return (
@@ -174,7 +165,12 @@ class LayerGraph:
     @property
     def ids(self) -> tuple[str, ...]:
         """Vertex ids in a topological order."""
-        return self._ids
+        return self._dag.ids
+
+    @property
+    def dag(self) -> Dag:
+        """The structure: ids, edges, closures and cuts (:class:`opss.dag.Dag`)."""
+        return self._dag
 
     def node(self, vid: str) -> LayerNode:
         try:
@@ -189,11 +185,11 @@ class LayerGraph:
 
     def preds(self, vid: str) -> tuple[str, ...]:
         self.node(vid)
-        return self._preds[vid]
+        return self._dag.preds(vid)
 
     def succs(self, vid: str) -> tuple[str, ...]:
         self.node(vid)
-        return self._succs[vid]
+        return self._dag.succs(vid)
 
     # -- structure -------------------------------------------------------
     def structure(self, vertices: Iterable[str] | None = None) -> str:
@@ -201,15 +197,10 @@ class LayerGraph:
         every vertex has at most one predecessor (an out-forest from the input),
         else ``"dag"``. ``vertices`` restricts to an induced subgraph, e.g. the
         client part of a partition."""
-        keep = set(self.ids if vertices is None else vertices)
-        preds = {v: [u for u in self._preds[v] if u in keep] for v in keep}
-        succs = {v: [w for w in self._succs[v] if w in keep] for v in keep}
-        if any(len(p) > 1 for p in preds.values()):
+        dag = self._dag if vertices is None else self._dag.induced(vertices)
+        if not dag.is_tree():
             return "dag"
-        roots = [v for v in keep if not preds[v]]
-        if len(roots) <= 1 and all(len(s) <= 1 for s in succs.values()):
-            return "chain"
-        return "tree"
+        return "chain" if dag.is_chain() else "tree"
 
     def vertices_in_module(self, module: str) -> tuple[str, ...]:
         """Vertices with a member inside module path ``module`` (or equal to it)."""

@@ -40,23 +40,27 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from opss.dag import Dag
 from opss.errors import InvalidGraphError, PartitionError, ProfileError
+from opss.sched._makespan import pipeline_times, validate_order
 
-__all__ = ["PlanGraph", "Prediction", "arrival_times", "cut_of", "predict", "server_finish"]
+__all__ = ["PlanGraph", "Prediction", "arrival_times", "assemble_prediction", "check_costs", "cut_of", "predict",
+           "server_finish"]
 
 
 class PlanGraph:
     """The model DAG as the planner sees it: ids, edges, output bytes, input and output.
 
     Immutable. ``ids`` are kept in a deterministic topological order
-    (Kahn's algorithm, ties by the given order). Build it from a
+    (Kahn's algorithm, ties by the given order); the structure is an
+    :class:`opss.dag.Dag` (:attr:`dag`), this class adds the bytes and the
+    input and output vertices. Build it from a
     :class:`opss.graph.LayerGraph` with :meth:`from_layer_graph` (duck-typed:
     ``.nodes`` with ``.id``/``.bytes``, ``.edges``, ``.input_id``,
     ``.output_id``) or from plain data.
     """
 
-    __slots__ = ("_ids", "_index", "_edges", "_bytes", "_preds", "_succs", "input_id",
-                 "output_id", "model", "granularity", "_members", "__weakref__")
+    __slots__ = ("_dag", "_bytes", "input_id", "output_id", "model", "granularity", "_members", "__weakref__")
 
     def __init__(
         self,
@@ -70,62 +74,30 @@ class PlanGraph:
         granularity: str = "layer",
         members: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        given = list(ids)
-        pos = {v: i for i, v in enumerate(given)}
-        if len(pos) != len(given):
-            dup = next(v for v in given if given.count(v) > 1)
-            raise InvalidGraphError(f"duplicate vertex id {dup!r}: expected unique ids")
-        preds: dict[str, list[str]] = {v: [] for v in given}
-        succs: dict[str, list[str]] = {v: [] for v in given}
-        edge_list: list[tuple[str, str]] = []
-        for u, w in edges:
-            for end in (u, w):
-                if end not in pos:
-                    raise InvalidGraphError(f"edge ({u!r}, {w!r}) names unknown vertex {end!r}")
-            if w in succs[u]:
-                continue
-            succs[u].append(w)
-            preds[w].append(u)
-            edge_list.append((u, w))
+        given = Dag(ids, edges)
         for end, what in ((input_id, "input"), (output_id, "output")):
-            if end not in pos:
+            if end not in given:
                 raise InvalidGraphError(f"{what} vertex {end!r}: expected one of the graph's vertices")
-        if preds[input_id]:
-            raise InvalidGraphError(f"input vertex {input_id!r}: expected no predecessors, got {preds[input_id]}")
+        if given.preds(input_id):
+            raise InvalidGraphError(
+                f"input vertex {input_id!r}: expected no predecessors, got {list(given.preds(input_id))}")
         sizes: dict[str, int] = {}
-        for v in given:
+        for v in given.ids:
             if v not in nbytes:
                 raise InvalidGraphError(f"vertex {v!r}: expected its output bytes, got none")
             w = nbytes[v]
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise InvalidGraphError(f"vertex {v!r}: expected output bytes >= 0, got {w!r}")
             sizes[v] = int(w)
-        indeg = {v: len(preds[v]) for v in given}
-        heap = [pos[v] for v in given if indeg[v] == 0]
-        heapq.heapify(heap)
-        topo: list[str] = []
-        while heap:
-            v = given[heapq.heappop(heap)]
-            topo.append(v)
-            for w in succs[v]:
-                indeg[w] -= 1
-                if indeg[w] == 0:
-                    heapq.heappush(heap, pos[w])
-        if len(topo) != len(given):
-            stuck = next(v for v in given if indeg[v] > 0)
-            raise InvalidGraphError(f"graph has a cycle through {stuck!r}: expected a DAG")
-        self._ids = tuple(topo)
-        self._index = MappingProxyType({v: i for i, v in enumerate(topo)})
-        self._edges = tuple(edge_list)
+        # ids in topological order: a Dag whose insertion order is already topological keeps it
+        self._dag = given if given.ids == given.topo else Dag(given.topo, given.edges)
         self._bytes = MappingProxyType(sizes)
-        self._preds = MappingProxyType({v: tuple(p) for v, p in preds.items()})
-        self._succs = MappingProxyType({v: tuple(s) for v, s in succs.items()})
         self.input_id = input_id
         self.output_id = output_id
         self.model = model
         self.granularity = granularity
         mem = members or {}
-        self._members = MappingProxyType({v: tuple(mem.get(v, ())) for v in topo})
+        self._members = MappingProxyType({v: tuple(mem.get(v, ())) for v in self._dag.ids})
 
     @classmethod
     def from_layer_graph(cls, graph: Any) -> PlanGraph:
@@ -166,18 +138,23 @@ class PlanGraph:
             "granularity": self.granularity,
             "input_id": self.input_id,
             "output_id": self.output_id,
-            "nodes": [{"id": v, "bytes": self._bytes[v], "members": list(self._members[v])} for v in self._ids],
-            "edges": [list(e) for e in self._edges],
+            "nodes": [{"id": v, "bytes": self._bytes[v], "members": list(self._members[v])} for v in self.ids],
+            "edges": [list(e) for e in self.edges],
         }
+
+    @property
+    def dag(self) -> Dag:
+        """The structure: ids (topological), edges, closures, cuts."""
+        return self._dag
 
     @property
     def ids(self) -> tuple[str, ...]:
         """Vertex ids in topological order."""
-        return self._ids
+        return self._dag.ids
 
     @property
     def edges(self) -> tuple[tuple[str, str], ...]:
-        return self._edges
+        return self._dag.edges
 
     @property
     def nbytes(self) -> Mapping[str, int]:
@@ -189,44 +166,45 @@ class PlanGraph:
         return self._members
 
     def index(self, v: str) -> int:
-        return self._index[v]
+        """Topological position of ``v``."""
+        return self._dag.position(v)
 
     def preds(self, v: str) -> tuple[str, ...]:
-        return self._preds[v]
+        return self._dag.preds(v)
 
     def succs(self, v: str) -> tuple[str, ...]:
-        return self._succs[v]
+        return self._dag.succs(v)
 
     def is_chain(self) -> bool:
-        return all(len(self._preds[v]) <= 1 and len(self._succs[v]) <= 1 for v in self._ids)
+        return self._dag.is_chain()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._dag)
 
     def __contains__(self, v: object) -> bool:
-        return v in self._index
+        return v in self._dag
 
     def __repr__(self) -> str:
-        return (f"PlanGraph(model={self.model!r}, {len(self._ids)} vertices, {len(self._edges)} edges, "
+        return (f"PlanGraph(model={self.model!r}, {len(self)} vertices, {len(self.edges)} edges, "
                 f"input={self.input_id!r}, output={self.output_id!r})")
 
     def topo_sorted(self, vertices: Iterable[str]) -> tuple[str, ...]:
-        return tuple(sorted(vertices, key=self._index.__getitem__))
+        return self._dag.topo_sorted(vertices)
 
     def check_client_set(self, client: Iterable[str]) -> frozenset[str]:
         """Validate a client set: known ids, holds the input, closed under predecessors."""
         s = frozenset(client)
         for v in s:
-            if v not in self._index:
+            if v not in self._dag:
                 raise PartitionError(f"client set names unknown vertex {v!r}: expected one of the graph's ids")
         if self.input_id not in s:
             raise PartitionError(f"client set: expected the input vertex {self.input_id!r} in it")
-        for v in s:
-            for p in self._preds[v]:
-                if p not in s:
-                    raise PartitionError(
-                        f"client set is not closed under predecessors: {v!r} needs {p!r}, expected {p!r} in the set"
-                    )
+        bad = self._dag.open_edge(s)
+        if bad is not None:
+            v, p = bad
+            raise PartitionError(
+                f"client set is not closed under predecessors: {v!r} needs {p!r}, expected {p!r} in the set"
+            )
         return s
 
 
@@ -236,19 +214,19 @@ def _only(items: list[str], what: str) -> str:
     return items[0]
 
 
-def cut_of(graph: PlanGraph, client: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(cut, uploads)`` in topological order, as :func:`opss.split.cut_points` defines the cut.
+def cut_of(graph: PlanGraph | Any, client: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(cut, uploads)`` in topological order: the one definition of the cut, also behind
+    :func:`opss.split.cut_points`. ``graph`` is a PlanGraph or a LayerGraph (``.dag``, ``.output_id``).
 
-    ``cut``: client vertices whose output a server vertex needs, plus the
-    output vertex when it is on the client. ``uploads``: the cut vertices
-    whose output crosses the link (the output vertex on the client does not).
+    ``uploads``: the client vertices whose output a server vertex needs
+    (:meth:`opss.dag.Dag.cut`), the tensors that cross the link. ``cut``: the
+    uploads plus the output vertex when it is on the client (it does not
+    cross the link).
     """
-    succs = graph._succs
-    uploads = [v for v in graph._ids if v in client and any(w not in client for w in succs[v])]
-    cut = set(uploads)
-    if graph.output_id in client:
-        cut.add(graph.output_id)
-    return graph.topo_sorted(cut), tuple(uploads)
+    uploads = graph.dag.cut(client)
+    if graph.output_id in client and graph.output_id not in uploads:
+        return graph.dag.topo_sorted((*uploads, graph.output_id)), uploads
+    return uploads, uploads
 
 
 @dataclass(frozen=True)
@@ -290,27 +268,19 @@ def arrival_times(
 ) -> tuple[dict[str, float], float]:
     """Upload completion time of every vertex with ``g > 0`` in ``order``, and the client makespan.
 
-    Pipelined: Proposition 1. Not pipelined: all compute first, then the
-    uploads in the order they appear in ``order``.
+    Pipelined: Proposition 1 (:func:`opss.sched.pipeline_times`). Not
+    pipelined: all compute first, then the uploads in the order they appear
+    in ``order`` — the same recurrence with all of ``f`` spent up front.
     """
-    out: dict[str, float] = {}
     if pipelined:
-        compute = 0.0
-        t = 0.0
-        for v in order:
-            compute += f[v]
-            gv = g.get(v, 0.0)
-            t = (compute if compute > t else t) + gv
-            if gv > 0:
-                out[v] = t
-        return out, t
-    t = sum(f[v] for v in order)
-    for v in order:
-        gv = g.get(v, 0.0)
-        if gv > 0:
-            t += gv
-            out[v] = t
-    return out, t
+        jobs = [(f[v], g.get(v, 0.0)) for v in order]
+        times = pipeline_times(jobs)
+    else:
+        jobs = [(0.0, g.get(v, 0.0)) for v in order]
+        times = pipeline_times(jobs, compute=sum(f[v] for v in order))
+    out = {v: t for v, (_, gv), t in zip(order, jobs, times) if gv > 0}
+    end = times[-1] if times else 0.0
+    return out, end
 
 
 def server_finish(
@@ -321,17 +291,17 @@ def server_finish(
     ``ready_inputs[v]`` is the arrival time of client vertex ``v``'s output.
     Returns 0 when every vertex is on the client.
     """
-    ids = graph._ids
-    preds, succs, index = graph._preds, graph._succs, graph._index
+    dag = graph.dag
+    preds, succs, index = dag.preds, dag.succs, dag.position
     waiting: dict[str, int] = {}
     ready_at: dict[str, float] = {}
     heap: list[tuple[float, int, str]] = []
-    for v in ids:
+    for v in dag.ids:
         if v in client:
             continue
         n_server_preds = 0
         r = 0.0
-        for p in preds[v]:
+        for p in preds(v):
             if p in client:
                 a = ready_inputs[p]
                 if a > r:
@@ -341,7 +311,7 @@ def server_finish(
         ready_at[v] = r
         waiting[v] = n_server_preds
         if n_server_preds == 0:
-            heap.append((r, index[v], v))
+            heap.append((r, index(v), v))
     heapq.heapify(heap)
     clock = 0.0
     done = 0
@@ -350,7 +320,7 @@ def server_finish(
         r, _, v = pop(heap)
         clock = (clock if clock > r else r) + s[v]
         done += 1
-        for w in succs[v]:
+        for w in succs(v):
             if w in client:
                 continue
             if clock > ready_at[w]:
@@ -358,7 +328,7 @@ def server_finish(
             k = waiting[w] - 1
             waiting[w] = k
             if k == 0:
-                push(heap, (ready_at[w], index[w], w))
+                push(heap, (ready_at[w], index(w), w))
     if done != len(waiting):
         raise PartitionError("server part: some server vertices never become ready; expected a closed client set")
     return clock
@@ -381,26 +351,22 @@ def predict(
     applied to ``f``); ``link``/``downlink`` are :class:`opss.link.LinkModel`
     (anything with ``g(nbytes)``). Validates the client set and the order.
     """
-    from opss.sched import SchedGraph, makespan
-
     cset = graph.check_client_set(client)
-    _, uploads = cut_of(graph, cset)
-    _check_costs(graph, f, "client")
-    _check_costs(graph, s, "server")
+    uploads = graph.dag.cut(cset)
+    check_costs(graph, f, "client")
+    check_costs(graph, s, "server")
+    validate_order(graph.dag.induced(cset), order)
     g = {v: link.g(graph.nbytes[v]) for v in uploads}
-    sg = SchedGraph(
-        [(v, f[v], g.get(v, 0.0)) for v in graph.topo_sorted(cset)],
-        [(u, w) for u, w in graph.edges if u in cset and w in cset],
-    )
     arrivals, client_end = arrival_times(order, f, g, pipelined=pipelined)
-    if pipelined:
-        client_end = makespan(sg, order)  # the one implementation of Proposition 1 (also validates)
-    else:
-        makespan(sg, order)  # validates the order
-    return _assemble(graph, cset, uploads, arrivals, client_end, f, s, g, link if downlink is None else downlink)
+    return assemble_prediction(graph, cset, uploads, arrivals, client_end, f, s, g,
+                               link if downlink is None else downlink)
 
 
-def _assemble(graph, cset, uploads, arrivals, client_end, f, s, g, downlink) -> Prediction:
+def assemble_prediction(graph: PlanGraph, cset: frozenset[str], uploads: Sequence[str],
+                        arrivals: Mapping[str, float], client_end: float, f: Mapping[str, float],
+                        s: Mapping[str, float], g: Mapping[str, float], downlink: Any) -> Prediction:
+    """The :class:`Prediction` of a client set whose uploads arrive at ``arrivals`` and whose
+    pipeline ends at ``client_end``: adds the server's list schedule and the reply."""
     compute = sum(f[v] for v in cset)
     upload = sum(g[v] for v in uploads)
     if len(cset) == len(graph):
@@ -424,7 +390,7 @@ def _assemble(graph, cset, uploads, arrivals, client_end, f, s, g, downlink) -> 
     )
 
 
-def _check_costs(graph: PlanGraph, costs: Mapping[str, float], what: str) -> None:
+def check_costs(graph: PlanGraph, costs: Mapping[str, float], what: str) -> None:
     for v in graph.ids:
         x = costs.get(v)
         if x is None:

@@ -43,6 +43,7 @@ import torch.fx as fx
 
 from opss.errors import PartitionError, ShapeMismatchError
 from opss.graph import LayerGraph
+from opss.latency import cut_of
 
 __all__ = [
     "ClientPart",
@@ -90,15 +91,13 @@ def closure_check(graph: LayerGraph, client_set: Iterable[str]) -> None:
         raise PartitionError(
             f"client set of {graph.model!r} must contain the input vertex {graph.input_id!r}"
         )
-    for v in graph.ids:  # topological: the first offender is the earliest
-        if v not in s:
-            continue
-        for u in graph.preds(v):
-            if u not in s:
-                raise PartitionError(
-                    f"client set of {graph.model!r} is not closed under predecessors: "
-                    f"client vertex {v!r} needs {u!r}, expected it in the client set"
-                )
+    bad = graph.dag.open_edge(s)  # topological: the first offender is the earliest
+    if bad is not None:
+        v, u = bad
+        raise PartitionError(
+            f"client set of {graph.model!r} is not closed under predecessors: "
+            f"client vertex {v!r} needs {u!r}, expected it in the client set"
+        )
 
 
 def cut_points(graph: LayerGraph, client_set: Iterable[str]) -> tuple[str, ...]:
@@ -107,11 +106,7 @@ def cut_points(graph: LayerGraph, client_set: Iterable[str]) -> tuple[str, ...]:
     residual block's frontier includes the skip tensor's producer."""
     s = resolve_client_set(graph, client_set)
     closure_check(graph, s)
-    return tuple(
-        v
-        for v in graph.ids
-        if v in s and (v == graph.output_id or any(w not in s for w in graph.succs(v)))
-    )
+    return cut_of(graph, s)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -254,17 +249,12 @@ class ClientPart:
     """The client's share: vertices ``vertices`` (topological order), cut ``cut``."""
 
     def __init__(self, graph: LayerGraph, vertices: tuple[str, ...], cut: tuple[str, ...]) -> None:
-        from opss.sched import SchedGraph
-
         self.graph = graph
         self.vertices = vertices
         self.cut = cut
         self._cut = frozenset(cut)
         keep = set(vertices)
-        self.sched_graph = SchedGraph(
-            [(v, 0.0, 0.0) for v in vertices],
-            [(u, v) for u, v in graph.edges if u in keep and v in keep],
-        )
+        self.order_graph = graph.dag.induced(keep)  # what a client order must respect
         nodes = {n.name: n for n in graph.gm.graph.nodes}
         self._out = {v: nodes[graph.output_node[v]] for v in vertices}
         self._consts = _constants(graph.gm, graph)
@@ -286,7 +276,7 @@ class ClientPart:
         seq = tuple(order)
         if self.graph.input_id not in seq:
             seq = (self.graph.input_id, *seq)
-        return validate_order(self.sched_graph, seq)
+        return validate_order(self.order_graph, seq)
 
     def steps(self, x: torch.Tensor, order: Sequence[str] | None = None) -> Iterator[Step]:
         """Run the client vertices in ``order``, yielding a :class:`Step` after

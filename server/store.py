@@ -197,16 +197,7 @@ class ModelStore:
 
 
 def _ancestors_closure(graph, cut: Sequence[str]) -> frozenset[str]:
-    ids = {node.id for node in graph.nodes}
-    unknown = [c for c in cut if c not in ids]
+    unknown = [c for c in cut if c not in graph]
     if unknown:
         raise PartitionError(f"unknown cut vertex {unknown[0]!r}: expected a vertex id of the graph")
-    seen: set[str] = set()
-    stack = list(cut)
-    while stack:
-        v = stack.pop()
-        if v in seen:
-            continue
-        seen.add(v)
-        stack.extend(graph.preds(v))
-    return frozenset(seen)
+    return graph.dag.closure(cut)

@@ -354,14 +354,17 @@ def test_latency_model_matches_an_independent_simulation(seed):
 @pytest.mark.parametrize("seed", range(10))
 def test_joint_screening_uses_the_latency_model(seed):
     """joint screens candidate client sets with a bitmask shortcut; it must equal predict()."""
-    from opss.plan import _context
+    from opss.joint import JointSearch
+    from opss.problem import PlanningProblem
 
     rng = random.Random(700 + seed)
     graph, f, s = random_graph(rng.randint(3, 9), 700 + seed)
     link = LinkModel(c=rng.uniform(0, 1), b=rng.uniform(1, 30))
-    ctx = _context(graph, f, s, link, 1.0, None, "auto", {})
+    problem = PlanningProblem.build(graph, f, s, link)
+    search = JointSearch(problem)
     for cset in downsets(graph):
-        order = ctx.greedy_order(cset)
+        order = problem.greedy_order(cset)
         want = predict(graph, cset, order, f, s, link).total
-        assert ctx.screen_mask(ctx.mask(cset)) == pytest.approx(want)
-        assert ctx.unmask(ctx.mask(cset)) == cset
+        mask = graph.dag.mask(cset)
+        assert search.screen(mask) == pytest.approx(want)
+        assert frozenset(graph.dag.unmask(mask)) == cset

@@ -36,7 +36,7 @@ from opss.sched._instances import (
     upload_seconds,
 )
 from opss.sched._johnson import johnson_key, johnson_order
-from opss.sched._makespan import completion_times, makespan, validate_order
+from opss.sched._makespan import completion_times, makespan, pipeline_times, validate_order
 from opss.sched._paper import Path, pathwise_schedule, topo_schedule, tree_merge_schedule, tree_to_paths
 from opss.sched._result import METHODS, ScheduleResult
 
@@ -63,6 +63,7 @@ __all__ = [
     "lower_bound",
     "makespan",
     "pathwise_schedule",
+    "pipeline_times",
     "random_dag",
     "random_tree",
     "schedule",

@@ -5,31 +5,9 @@ from __future__ import annotations
 import math
 
 from opss.sched._graph import SchedGraph
+from opss.dag import bits
 from opss.sched._johnson import johnson_order
-
-
-def flowshop_makespan(jobs, start_compute: float = 0.0, start_link: float = 0.0) -> float:
-    """Proposition 1's recurrence over ``(f, g)`` pairs from machine states (F0, t0)."""
-    compute = start_compute
-    t = start_link
-    for f, g in jobs:
-        compute += f
-        t = (compute if compute > t else t) + g
-    return t
-
-
-def ancestor_masks(graph: SchedGraph) -> list[int]:
-    """Bitmask (over insertion indices) of every node's strict ancestors."""
-    idx = {v: i for i, v in enumerate(graph.ids)}
-    anc = [0] * len(graph)
-    for v in graph.topological_order():
-        i = idx[v]
-        m = 0
-        for p in graph.preds(v):
-            j = idx[p]
-            m |= anc[j] | (1 << j)
-        anc[i] = m
-    return anc
+from opss.sched._makespan import pipeline_times
 
 
 def lower_bound(graph: SchedGraph) -> float:
@@ -57,7 +35,7 @@ def lower_bound(graph: SchedGraph) -> float:
     if not ids:
         return 0.0
     f, g = graph.f, graph.g
-    a = flowshop_makespan((f[v], g[v]) for v in johnson_order((v, f[v], g[v]) for v in ids))
+    a = pipeline_times((f[v], g[v]) for v in johnson_order((v, f[v], g[v]) for v in ids))[-1]
     total_f = graph.total_f()
     total_g = graph.total_g()
     b = total_f + min(g[v] for v in graph.sinks())
@@ -67,30 +45,24 @@ def lower_bound(graph: SchedGraph) -> float:
 
 def _first_upload_bound(graph: SchedGraph) -> float:
     """min over v with g(v) > 0 of f(ancestors(v) ∪ {v})."""
-    ids = graph.ids
+    dag = graph.dag
+    topo = dag.topo
     f, g = graph.f, graph.g
-    idx = {v: i for i, v in enumerate(ids)}
-    fl = [f[v] for v in ids]
+    fl = [f[v] for v in topo]  # by topological position, as the ancestor bitmasks
     # Longest f-path ending at v is a cheap lower estimate of f(anc ∪ v); use it
     # to visit candidates in a promising order and stop early.
-    longest = [0.0] * len(ids)
-    for v in graph.topological_order():
-        i = idx[v]
-        longest[i] = fl[i] + max((longest[idx[p]] for p in graph.preds(v)), default=0.0)
-    cands = sorted((longest[idx[v]], idx[v]) for v in ids if g[v] > 0)
+    longest = [0.0] * len(topo)
+    for i, v in enumerate(topo):
+        longest[i] = fl[i] + max((longest[dag.position(p)] for p in dag.preds(v)), default=0.0)
+    cands = sorted((longest[i], dag.index(v), i) for i, v in enumerate(topo) if g[v] > 0)
     if not cands:
         return 0.0
-    anc = ancestor_masks(graph)
+    anc = dag.ancestor_masks()
     best = math.inf
-    for est, i in cands:
+    for est, _, i in cands:
         if est >= best:
             break
-        m = anc[i]
-        s = fl[i]
-        while m:
-            low = m & -m
-            s += fl[low.bit_length() - 1]
-            m ^= low
+        s = fl[i] + sum(fl[j] for j in bits(anc[i]))
         if s < best:
             best = s
     return best

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ from opss.errors import BudgetExceededError
 from opss.sched._bounds import lower_bound
 from opss.sched._graph import SchedGraph
 from opss.sched._johnson import johnson_order
+from opss.sched._makespan import pipeline_times
 from opss.sched._result import ScheduleResult, finish, meets_bound
 
 DEFAULT_MAX_STATES = 100_000
@@ -240,19 +240,10 @@ def frontier_work(graph: SchedGraph) -> int:
     """Sum, over the steps of one topological order, of the number of available vertices.
 
     This is the number of transitions a beam of width 1 examines (on the
-    graph as given), so ``width * frontier_work`` estimates a beam's work.
+    graph as given), so ``width * frontier_work`` estimates a beam's work
+    (:meth:`opss.dag.Dag.frontier_work`).
     """
-    indeg = {v: len(graph.preds(v)) for v in graph.ids}
-    ready = deque(v for v in graph.ids if indeg[v] == 0)
-    work = 0
-    while ready:  # breadth-first: a wide frontier, so the estimate errs on the high side
-        work += len(ready)
-        v = ready.popleft()
-        for w in graph.succs(v):
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                ready.append(w)
-    return work
+    return graph.dag.frontier_work()
 
 
 def beam_schedule(graph: SchedGraph, width: int = DEFAULT_BEAM_WIDTH) -> ScheduleResult:
@@ -287,12 +278,8 @@ def _beam_small(inst: _Instance, width: int) -> tuple[dict[int, tuple[int, int]]
 
     def rank(item: tuple[int, list]) -> tuple:
         mask, (t, comp, *_rest) = item
-        c1, c2 = comp, t
-        for i in jorder:
-            if not (mask >> i) & 1:
-                c1 += fl[i]
-                c2 = (c1 if c1 > c2 else c2) + gl[i]
-        return (c2, t, mask)
+        rest = pipeline_times(((fl[i], gl[i]) for i in jorder if not (mask >> i) & 1), comp, t)
+        return (rest[-1] if rest else t, t, mask)
 
     # state: [t, F, avail (of the parent until kept), parent mask, vertex]
     level: dict[int, list] = {0: [0.0, 0.0, inst.sources, 0, -1]}

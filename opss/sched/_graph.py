@@ -13,13 +13,13 @@ self-loop is a cycle.
 
 from __future__ import annotations
 
-import heapq
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from opss.dag import Dag
 from opss.errors import InvalidGraphError
 
 
@@ -57,13 +57,14 @@ class SchedGraph:
     edge naming an unknown node, a negative / non-finite / non-numeric time, or
     a cycle (the message names the nodes of one cycle). Duplicate edges are
     dropped; ``.edges`` keeps the first occurrence of each, in input order.
+    The structure is an :class:`opss.dag.Dag` (:attr:`dag`); this class adds
+    the times.
     """
 
-    __slots__ = ("_ids", "_index", "_f", "_g", "_edges", "_preds", "_succs", "_topo", "_hash")
+    __slots__ = ("_dag", "_f", "_g", "_hash")
 
-    def __init__(self, nodes: Iterable[Any], edges: Iterable[Any] = ()) -> None:
+    def __init__(self, nodes: Iterable[Any], edges: Iterable[Any] = (), *, dag: Dag | None = None) -> None:
         ids: list[str] = []
-        index: dict[str, int] = {}
         f: dict[str, float] = {}
         g: dict[str, float] = {}
         for item in nodes:
@@ -75,34 +76,15 @@ class SchedGraph:
                 ) from None
             if not isinstance(nid, str) or not nid:
                 raise InvalidGraphError(f"bad node id: expected a non-empty string, got {nid!r}")
-            if nid in index:
+            if nid in f:
                 raise InvalidGraphError(f"duplicate node id {nid!r}: expected unique ids")
-            index[nid] = len(ids)
             ids.append(nid)
             f[nid] = _time(fv, "f", nid)
             g[nid] = _time(gv, "g", nid)
-
-        preds: dict[str, list[str]] = {v: [] for v in ids}
-        succs: dict[str, list[str]] = {v: [] for v in ids}
-        seen: set[tuple[str, str]] = set()
-        edge_list: list[tuple[str, str]] = []
-        for item in edges:
-            try:
-                u, v = item
-            except (TypeError, ValueError):
-                raise InvalidGraphError(f"bad edge entry: expected (u, v), got {item!r}") from None
-            for end in (u, v):
-                if not isinstance(end, str) or end not in index:
-                    raise InvalidGraphError(
-                        f"edge ({u!r}, {v!r}) names unknown node {end!r}: expected one of the node ids"
-                    )
-            if (u, v) in seen:
-                continue
-            seen.add((u, v))
-            edge_list.append((u, v))
-            preds[v].append(u)
-            succs[u].append(v)
-
+        if dag is None:
+            dag = Dag(ids, edges, noun="node")
+        elif dag.ids != tuple(ids):
+            raise InvalidGraphError("SchedGraph: the given dag's ids differ from the nodes'")
         # every makespan is at most the sum of all times: it must stay a finite float
         try:
             total = math.fsum(f.values()) + math.fsum(g.values())
@@ -113,56 +95,29 @@ class SchedGraph:
                 "total time overflows: the sum of all f and g must be a finite float, "
                 f"got f and g summing past {sys.float_info.max:.3g}"
             )
-        self._ids = tuple(ids)
-        self._index = MappingProxyType(index)
+        self._dag = dag
         self._f = MappingProxyType(f)
         self._g = MappingProxyType(g)
-        self._edges = tuple(edge_list)
-        self._preds = {v: tuple(p) for v, p in preds.items()}
-        self._succs = {v: tuple(s) for v, s in succs.items()}
-        self._topo = self._toposort()
         self._hash: int | None = None
 
-    # -- construction helpers -------------------------------------------------
-
-    def _toposort(self) -> tuple[str, ...]:
-        """Kahn's algorithm, smallest insertion index first (deterministic)."""
-        indeg = {v: len(self._preds[v]) for v in self._ids}
-        heap = [self._index[v] for v in self._ids if indeg[v] == 0]
-        heapq.heapify(heap)
-        out: list[str] = []
-        while heap:
-            v = self._ids[heapq.heappop(heap)]
-            out.append(v)
-            for w in self._succs[v]:
-                indeg[w] -= 1
-                if indeg[w] == 0:
-                    heapq.heappush(heap, self._index[w])
-        if len(out) != len(self._ids):
-            raise InvalidGraphError(f"graph has a cycle: {self._find_cycle(indeg)}; expected a DAG")
-        return tuple(out)
-
-    def _find_cycle(self, indeg: Mapping[str, int]) -> str:
-        # Every node left with indeg > 0 has a predecessor that is also left;
-        # walking predecessors must revisit a node, which closes a cycle.
-        start = next(v for v in self._ids if indeg[v] > 0)
-        path: list[str] = []
-        pos: dict[str, int] = {}
-        v = start
-        while v not in pos:
-            pos[v] = len(path)
-            path.append(v)
-            v = next(p for p in self._preds[v] if indeg[p] > 0)
-        cycle = path[pos[v]:][::-1]
-        cycle.append(cycle[0])
-        return " -> ".join(repr(x) for x in cycle)
+    @classmethod
+    def induced(cls, dag: Dag, vertices: Iterable[str], f: Mapping[str, float],
+                g: Mapping[str, float]) -> SchedGraph:
+        """The client graph of ``vertices`` of ``dag`` (topological order), ``g`` 0 where absent."""
+        sub = dag.induced(vertices)
+        return cls([(v, f[v], g.get(v, 0.0)) for v in sub.ids], dag=sub)
 
     # -- accessors --------------------------------------------------------------
 
     @property
+    def dag(self) -> Dag:
+        """The structure (ids, edges, orders, closures)."""
+        return self._dag
+
+    @property
     def ids(self) -> tuple[str, ...]:
         """Node ids in insertion order."""
-        return self._ids
+        return self._dag.ids
 
     @property
     def f(self) -> Mapping[str, float]:
@@ -177,65 +132,56 @@ class SchedGraph:
     @property
     def edges(self) -> tuple[tuple[str, str], ...]:
         """Distinct edges in input order."""
-        return self._edges
+        return self._dag.edges
 
     @property
     def nodes(self) -> tuple[SchedNode, ...]:
         """The nodes as :class:`SchedNode` triples, in insertion order."""
-        return tuple(SchedNode(v, self._f[v], self._g[v]) for v in self._ids)
+        return tuple(SchedNode(v, self._f[v], self._g[v]) for v in self.ids)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._dag)
 
     def __contains__(self, node: object) -> bool:
-        return node in self._index
+        return node in self._dag
+
+    def _lookup(self, method, node: str):
+        try:
+            return method(node)
+        except (KeyError, TypeError):
+            raise InvalidGraphError(f"unknown node {node!r}: expected one of the graph's ids") from None
 
     def index(self, node: str) -> int:
         """Insertion index of ``node``."""
-        try:
-            return self._index[node]
-        except KeyError:
-            raise InvalidGraphError(f"unknown node {node!r}: expected one of the graph's ids") from None
+        return self._lookup(self._dag.index, node)
 
     def preds(self, node: str) -> tuple[str, ...]:
         """Direct predecessors of ``node``, in edge order."""
-        try:
-            return self._preds[node]
-        except KeyError:
-            raise InvalidGraphError(f"unknown node {node!r}: expected one of the graph's ids") from None
+        return self._lookup(self._dag.preds, node)
 
     def succs(self, node: str) -> tuple[str, ...]:
         """Direct successors of ``node``, in edge order."""
-        try:
-            return self._succs[node]
-        except KeyError:
-            raise InvalidGraphError(f"unknown node {node!r}: expected one of the graph's ids") from None
+        return self._lookup(self._dag.succs, node)
 
     def topological_order(self) -> tuple[str, ...]:
         """A topological order (Kahn's algorithm, smallest insertion index first)."""
-        return self._topo
+        return self._dag.topo
 
     def sources(self) -> tuple[str, ...]:
         """Nodes without predecessors, in insertion order."""
-        return tuple(v for v in self._ids if not self._preds[v])
+        return self._dag.sources()
 
     def sinks(self) -> tuple[str, ...]:
         """Nodes without successors, in insertion order."""
-        return tuple(v for v in self._ids if not self._succs[v])
+        return self._dag.sinks()
 
     def is_tree(self) -> bool:
         """True when every node has at most one predecessor (an out-forest)."""
-        return all(len(p) <= 1 for p in self._preds.values())
+        return self._dag.is_tree()
 
     def is_chain(self) -> bool:
         """True when the nodes form one path (exactly one topological order)."""
-        if not self._ids:
-            return True
-        if len(self.sources()) != 1:
-            return False
-        return all(len(p) <= 1 for p in self._preds.values()) and all(
-            len(s) <= 1 for s in self._succs.values()
-        )
+        return self._dag.is_chain()
 
     def total_f(self) -> float:
         return math.fsum(self._f.values())
@@ -248,8 +194,8 @@ class SchedGraph:
     def to_json(self) -> dict[str, Any]:
         """The ``opss schedule`` instance format."""
         return {
-            "nodes": [{"id": v, "f": self._f[v], "g": self._g[v]} for v in self._ids],
-            "edges": [[u, v] for u, v in self._edges],
+            "nodes": [{"id": v, "f": self._f[v], "g": self._g[v]} for v in self.ids],
+            "edges": [[u, v] for u, v in self.edges],
         }
 
     @classmethod
@@ -295,16 +241,15 @@ class SchedGraph:
         if not isinstance(other, SchedGraph):
             return NotImplemented
         return (
-            self._ids == other._ids
+            self._dag == other._dag
             and dict(self._f) == dict(other._f)
             and dict(self._g) == dict(other._g)
-            and set(self._edges) == set(other._edges)
         )
 
     def __hash__(self) -> int:
         if self._hash is None:
             self._hash = hash(
-                (self._ids, tuple(self._f.values()), tuple(self._g.values()), frozenset(self._edges))
+                (self._dag, tuple(self._f.values()), tuple(self._g.values()))
             )
         return self._hash
 
@@ -318,6 +263,7 @@ class SchedGraph:
         raise AttributeError(f"SchedGraph is immutable: cannot set {name!r}")
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{v}(f={self._f[v]:g}, g={self._g[v]:g})" for v in self._ids[:6])
-        more = f", ... {len(self._ids) - 6} more" if len(self._ids) > 6 else ""
-        return f"SchedGraph([{shown}{more}], {len(self._edges)} edges)"
+        ids = self.ids
+        shown = ", ".join(f"{v}(f={self._f[v]:g}, g={self._g[v]:g})" for v in ids[:6])
+        more = f", ... {len(ids) - 6} more" if len(ids) > 6 else ""
+        return f"SchedGraph([{shown}{more}], {len(self.edges)} edges)"

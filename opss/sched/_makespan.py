@@ -44,22 +44,37 @@ def validate_order(graph: SchedGraph, order: Iterable[str]) -> tuple[str, ...]:
     return seq
 
 
-def completion_times(graph: SchedGraph, order: Sequence[str]) -> list[float]:
-    """``t_1 .. t_n`` of Proposition 1 for a validated order (``t_0 = 0``).
+def pipeline_times(
+    jobs: Iterable[tuple[float, float]], compute: float = 0.0, link: float = 0.0
+) -> list[float]:
+    """Proposition 1: the upload completion time ``t_i`` of each job ``(f, g)`` in turn.
 
-    ``t_i = max(f(x_1) + ... + f(x_i), t_{i-1}) + g(x_i)``: the upload of
-    ``x_i`` starts when both its computation and the previous upload are done.
+    ``t_i = max(F_i, t_{i-1}) + g_i`` with ``F_i = compute + f_1 + ... + f_i``
+    and ``t_0 = link``: the upload of job ``i`` starts when both its
+    computation and the previous upload are done. ``compute`` and ``link``
+    are the two machines' states before the first job (both 0 for a whole
+    order; a partial order's ``(F(D), t)`` for the bounds of a search state).
+
+    This is the one implementation of the recurrence: :func:`makespan`, the
+    lower bounds, the beam's ranking and the latency model's arrival times
+    all call it. The exact DP and the beam expand states with the same
+    step inlined (one comparison and two additions per transition over
+    millions of transitions, where a call would double the cost).
     """
-    seq = validate_order(graph, order)
-    f, g = graph.f, graph.g
-    compute = 0.0
-    t = 0.0
     out = []
-    for v in seq:
-        compute += f[v]
-        t = (compute if compute > t else t) + g[v]
+    t = link
+    for f, g in jobs:
+        compute += f
+        t = (compute if compute > t else t) + g
         out.append(t)
     return out
+
+
+def completion_times(graph: SchedGraph, order: Sequence[str]) -> list[float]:
+    """``t_1 .. t_n`` of Proposition 1 for a validated order (``t_0 = 0``)."""
+    seq = validate_order(graph, order)
+    f, g = graph.f, graph.g
+    return pipeline_times((f[v], g[v]) for v in seq)
 
 
 def makespan(graph: SchedGraph, order: Iterable[str]) -> float:
@@ -67,11 +82,5 @@ def makespan(graph: SchedGraph, order: Iterable[str]) -> float:
 
     An empty graph has makespan 0.
     """
-    seq = validate_order(graph, order)
-    f, g = graph.f, graph.g
-    compute = 0.0
-    t = 0.0
-    for v in seq:
-        compute += f[v]
-        t = (compute if compute > t else t) + g[v]
-    return t
+    times = completion_times(graph, tuple(order))
+    return times[-1] if times else 0.0

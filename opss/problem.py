@@ -1,0 +1,292 @@
+"""The planning problem: one model graph, client and server costs, the link and the reply.
+
+:class:`PlanningProblem` is immutable plain data plus the operations every
+strategy shares (the cut of a client set, the latency model, the pipelined
+orders worth trying, the scheduler, the partition-only min cut).
+:class:`Plan` is a strategy's result. The strategies themselves and their
+registry are in :mod:`opss.plan`; the joint cut-and-order search keeps its
+own state in :mod:`opss.joint`. Pure Python, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from opss.dag import bits
+from opss.errors import OpssError, ProfileError
+from opss.latency import PlanGraph, Prediction, arrival_times, assemble_prediction, check_costs, cut_of
+from opss.link import LinkModel
+from opss.mincut import MinCutProblem, best_prefix
+from opss.sched import SchedGraph, johnson_order, makespan, schedule
+
+__all__ = ["Plan", "PlanningProblem", "costs_of"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One strategy's plan: client set, cut, client order and predicted latency.
+
+    ``client`` and ``cut`` are in topological order; ``cut`` follows
+    :func:`opss.split.cut_points` (local only: ``(output_id,)``, nothing
+    uploaded); ``cut_bytes`` counts the bytes that cross the link.
+    ``pipelined`` is False for ``po`` (compute all, then upload).
+    """
+
+    strategy: str
+    client: tuple[str, ...]
+    cut: tuple[str, ...]
+    cut_bytes: int
+    order: tuple[str, ...]
+    predicted: Prediction
+    seconds_to_plan: float
+    optimal_order: bool
+    pipelined: bool = True
+    client_slowdown: float = 1.0
+    link: LinkModel | None = field(default=None, compare=False)
+
+    @property
+    def total(self) -> float:
+        """Predicted end-to-end latency (seconds)."""
+        return self.predicted.total
+
+    @property
+    def client_compute(self) -> float:
+        return self.predicted.client_compute
+
+    @property
+    def upload(self) -> float:
+        return self.predicted.upload
+
+    @property
+    def hidden_upload(self) -> float:
+        return self.predicted.hidden_upload
+
+    @property
+    def server(self) -> float:
+        return self.predicted.server
+
+    @property
+    def reply(self) -> float:
+        return self.predicted.reply
+
+    def __repr__(self) -> str:
+        p = self.predicted
+        return (f"Plan({self.strategy}: {len(self.client)} client vertices, cut={list(self.cut)}, "
+                f"{self.cut_bytes} B, total={p.total * 1e3:.3f}ms [client {p.client_compute * 1e3:.3f}, "
+                f"upload {p.upload * 1e3:.3f} (hidden {p.hidden_upload * 1e3:.3f}), server {p.server * 1e3:.3f}, "
+                f"reply {p.reply * 1e3:.3f}], optimal_order={self.optimal_order}, "
+                f"planned in {self.seconds_to_plan * 1e3:.2f}ms)")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "strategy": self.strategy,
+            "client": list(self.client),
+            "cut": list(self.cut),
+            # the tensors that cross the link: none when the cut is the model output (local only)
+            "uploads": list(self.cut) if self.cut_bytes else [],
+            "cut_bytes": self.cut_bytes,
+            "order": list(self.order),
+            "predicted": self.predicted.to_json(),
+            "seconds_to_plan": self.seconds_to_plan,
+            "optimal_order": self.optimal_order,
+            "pipelined": self.pipelined,
+            "client_slowdown": self.client_slowdown,
+        }
+        if self.link is not None:
+            out["link"] = self.link.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        try:
+            return cls(
+                strategy=str(data["strategy"]),
+                client=tuple(data["client"]),
+                cut=tuple(data["cut"]),
+                cut_bytes=int(data["cut_bytes"]),
+                order=tuple(data["order"]),
+                predicted=Prediction.from_json(data["predicted"]),
+                seconds_to_plan=float(data["seconds_to_plan"]),
+                optimal_order=bool(data["optimal_order"]),
+                pipelined=bool(data.get("pipelined", True)),
+                client_slowdown=float(data.get("client_slowdown", 1.0)),
+                link=LinkModel.from_json(data["link"]) if data.get("link") else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OpssError(f"plan JSON: expected the keys of Plan.to_json, got error {exc!r}") from None
+
+
+def costs_of(profile: Any, graph: PlanGraph, what: str, scale: float = 1.0) -> dict[str, float]:
+    """Seconds per vertex from a mapping or a profile table (``.costs_for(graph)``), times ``scale``.
+
+    The one place that accepts "a profile or a plain mapping"; the input
+    vertex costs 0 when the table has no entry for it.
+    """
+    if hasattr(profile, "costs_for"):
+        table = profile.costs_for(graph)
+    elif isinstance(profile, Mapping):
+        table = profile
+    else:
+        raise ProfileError(f"{what} profile: expected a mapping id -> seconds or a Profile, got {type(profile).__name__}")
+    out = {}
+    for v in graph.ids:
+        x = table.get(v)
+        if x is None and v == graph.input_id:
+            x = 0.0
+        out[v] = x
+    check_costs(graph, out, what)
+    return {v: float(x) * scale for v, x in out.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class PlanningProblem:
+    """What every strategy plans on: the graph, client costs ``f`` (the slowdown applied),
+    server costs ``s``, the uplink and downlink, and the scheduler settings.
+
+    Build it with :meth:`build` from profiles or mappings. Derived values
+    (per-vertex upload times, the reply, the min-cut network) are computed
+    once on first use.
+    """
+
+    graph: PlanGraph
+    f: Mapping[str, float]
+    s: Mapping[str, float]
+    link: LinkModel
+    downlink: LinkModel
+    client_slowdown: float = 1.0
+    method: str = "auto"
+    sched_opts: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, graph: PlanGraph | Any, client_profile: Any, server_profile: Any, link: LinkModel, *,
+              client_slowdown: float = 1.0, downlink: LinkModel | None = None, method: str = "auto",
+              sched_opts: Mapping[str, Any] | None = None) -> PlanningProblem:
+        """From a PlanGraph (or a LayerGraph) and two profiles (or mappings id -> seconds)."""
+        if not isinstance(graph, PlanGraph):
+            graph = PlanGraph.from_layer_graph(graph)
+        if not (isinstance(client_slowdown, (int, float)) and math.isfinite(client_slowdown)
+                and client_slowdown > 0):
+            raise OpssError(f"client_slowdown: expected a finite factor > 0, got {client_slowdown!r}")
+        f = costs_of(client_profile, graph, "client", float(client_slowdown))
+        s = costs_of(server_profile, graph, "server")
+        return cls(graph, f, s, link, downlink if downlink is not None else link, float(client_slowdown),
+                   method, dict(sched_opts or {}))
+
+    # -- derived, computed once ----------------------------------------------------
+
+    @cached_property
+    def g_all(self) -> dict[str, float]:
+        """Upload time of every vertex's output, were it cut."""
+        return {v: self.link.g(self.graph.nbytes[v]) for v in self.graph.ids}
+
+    @cached_property
+    def reply(self) -> float:
+        return self.downlink.g(self.graph.nbytes[self.graph.output_id])
+
+    @cached_property
+    def cut_problem(self) -> MinCutProblem:
+        graph = self.graph
+        return MinCutProblem(graph.ids, graph.edges, self.f, self.s, self.g_all,
+                             graph.input_id, graph.output_id, self.reply)
+
+    @cached_property
+    def _ancestor_f(self) -> dict[str, float]:
+        return {}  # memo: f of a vertex and its ancestors, filled on demand
+
+    # -- the latency model ------------------------------------------------------------
+
+    def evaluate(self, client: frozenset[str], order: Sequence[str], *, pipelined: bool = True,
+                 uploads: Sequence[str] | None = None) -> Prediction:
+        """Predicted latency of ``order`` on ``client`` (validated by the caller)."""
+        if uploads is None:
+            uploads = self.graph.dag.cut(client)
+        g = {v: self.g_all[v] for v in uploads}
+        arrivals, end = arrival_times(order, self.f, g, pipelined=pipelined)
+        return assemble_prediction(self.graph, client, uploads, arrivals, end, self.f, self.s, g, self.downlink)
+
+    # -- orders -------------------------------------------------------------------------
+
+    def topo_order(self, client: Iterable[str]) -> tuple[str, ...]:
+        return self.graph.topo_sorted(client)
+
+    def greedy_order(self, client: frozenset[str], uploads: Sequence[str] | None = None) -> tuple[str, ...]:
+        """Cut vertices in Johnson order (:func:`opss.sched.johnson_order` over each cut vertex
+        with its ancestors' compute), each preceded by its missing ancestors."""
+        dag = self.graph.dag
+        if uploads is None:
+            uploads = dag.cut(client)
+        if not uploads:
+            return self.topo_order(client)
+        anc = dag.ancestor_masks()
+        topo, pos = dag.topo, dag.position
+        memo = self._ancestor_f
+        jobs = []
+        for p in uploads:
+            fp = memo.get(p)
+            if fp is None:
+                fp = memo[p] = self.f[p] + sum(self.f[topo[i]] for i in bits(anc[pos(p)]))
+            jobs.append((p, fp, self.g_all[p]))
+        done = 0
+        order: list[str] = []
+        for p in johnson_order(jobs):  # uploads are topological: ties keep that order
+            i = pos(p)
+            need = (anc[i] | (1 << i)) & ~done
+            order.extend(topo[j] for j in bits(need))  # ascending bit = topological order
+            done |= need
+        rest = [v for v in self.topo_order(client) if not (done >> pos(v)) & 1]
+        return tuple(order) + tuple(rest)
+
+    def schedule(self, client: frozenset[str]):
+        """The scheduler's result on the client graph of ``client``: ``(SchedGraph, ScheduleResult)``."""
+        g = {v: self.g_all[v] for v in self.graph.dag.cut(client)}
+        sg = SchedGraph.induced(self.graph.dag, client, self.f, g)
+        return sg, schedule(sg, method=self.method, **self.sched_opts)
+
+    def best_order(self, client: frozenset[str], extra_orders: Sequence[Sequence[str]] = ()):
+        """The scheduler's order vs. the given ones, by predicted total; returns (order, optimal, pred)."""
+        sg, res = self.schedule(client)
+        best = (tuple(res.order), self.evaluate(client, res.order))
+        for order in extra_orders:
+            pred = self.evaluate(client, order)
+            if pred.total < best[1].total - 1e-15:
+                best = (tuple(order), pred)
+        order, pred = best
+        optimal = bool(res.optimal) and makespan(sg, order) <= res.makespan * (1 + 1e-12) + 1e-15
+        return order, optimal, pred
+
+    # -- cuts ----------------------------------------------------------------------------
+
+    def po_client(self, scale: float = 1.0) -> frozenset[str]:
+        """The client set minimizing the latency without overlap, uploads weighted by ``scale``:
+        the exhaustive prefix scan on chains, a minimum s-t cut otherwise."""
+        graph = self.graph
+        if graph.is_chain():
+            g = {v: scale * self.g_all[v] for v in graph.ids}
+            client, _ = best_prefix(graph.ids, self.f, self.s, g, self.reply)
+        else:
+            client, _ = self.cut_problem.solve(scale)
+        return client
+
+    def make_plan(self, strategy: str, client: frozenset[str], order: Sequence[str], *,
+                  pipelined: bool, optimal: bool, t0: float, extra: float = 0.0) -> Plan:
+        """A :class:`Plan` of ``order`` on ``client``, timed from ``t0`` (plus ``extra`` seconds)."""
+        cut, uploads = cut_of(self.graph, client)
+        pred = self.evaluate(client, order, pipelined=pipelined, uploads=uploads)
+        return Plan(
+            strategy=strategy,
+            client=self.topo_order(client),
+            cut=cut,
+            cut_bytes=sum(self.graph.nbytes[v] for v in uploads),
+            order=tuple(order),
+            predicted=pred,
+            seconds_to_plan=time.perf_counter() - t0 + extra,
+            optimal_order=optimal,
+            pipelined=pipelined,
+            client_slowdown=self.client_slowdown,
+            link=self.link,
+        )
