@@ -2,11 +2,10 @@
 
 ``opss-client`` (:mod:`opss.client.cli`) profiles, probes and plans once, then runs
 inferences with a compute thread and a sender thread in a pipeline
-(:mod:`opss.client.runtime`); :func:`run_demo` is the embedded demo. Importing
-this package imports no torch.
+(:mod:`opss.client.runtime`). The embedded demo, which also starts a server, is
+:mod:`opss.lab.demo`. Importing this package imports no torch.
 """
 
-from opss.client.demo import run_demo
 from opss.client.runtime import Execution, InProcessTransport, RunResult, Threads, run_inference
 from opss.client.session import ClientConfig, ClientSession, RunReport
 from opss.client.throttle import TokenBucket
@@ -24,6 +23,5 @@ __all__ = [
     "Timeline",
     "TokenBucket",
     "render_gantt",
-    "run_demo",
     "run_inference",
 ]

@@ -1,6 +1,6 @@
 """``opss-client``: profile, probe, plan, then compute and upload in parallel.
 
-    opss-client --model googlenet --server HOST:PORT [--strategy opss|joint|po|lo|co]
+    opss-client --model googlenet --server HOST:PORT [--strategy lo|co|po|opss|joint]
                 [--link auto|3g|4g|wifi|RATE] [--throttle RATE] [--wire-dtype float32|float16|bfloat16]
                 [--image FILE] [--runs N] [--verify] [--json OUT] [--timeline]
                 [--weights FILE] [--token-file F] [--client-slowdown X] [--small]
@@ -16,21 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from opss.cli._args import OneLineParser, positive_int, slowdown
 from opss.errors import OpssError
+from opss.plan import STRATEGIES
+from opss.stats import median, p90
 
 PROG = "opss-client"
-STRATEGIES = ("opss", "joint", "po", "lo", "co")
-
-
-
-
 
 
 def _seconds(text: str) -> float:
@@ -70,8 +66,6 @@ def _rate(text: str) -> float:
         return link_from_spec(text).b
     except OpssError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,45 +151,53 @@ def summarize(reports) -> dict:
     Runs that fell back to local compute are left out of the prediction error: the
     prediction was for the cooperative plan they did not run.
     """
-    lat = sorted(r.latency for r in reports)
-    n = len(lat)
-    p90 = lat[min(n - 1, math.ceil(0.9 * n) - 1)]
+    lat = [r.latency for r in reports]
     errs = [abs(r.latency - r.predicted.total) / r.predicted.total for r in reports
             if r.predicted.total > 0 and not r.result.fell_back]
     return {
-        "runs": n,
-        "median_s": statistics.median(lat),
-        "p90_s": p90,
-        "min_s": lat[0],
-        "median_predicted_s": statistics.median(r.predicted.total for r in reports),
-        "median_abs_prediction_error": statistics.median(errs) if errs else None,
+        "runs": len(lat),
+        "median_s": median(lat),
+        "p90_s": p90(lat),
+        "min_s": min(lat),
+        "median_predicted_s": median(r.predicted.total for r in reports),
+        "median_abs_prediction_error": median(errs) if errs else None,
         "fallbacks": sum(r.result.fell_back for r in reports),
         "verify_failures": sum(r.verify_ok is False for r in reports),
     }
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def _read_token(path: str | None) -> str | None:
+    """The bearer token in ``--token-file`` (None without one); OpssError if unreadable or empty."""
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise OpssError(f"--token-file {path}: cannot read it ({exc.strerror})") from None
+    if not token:
+        raise OpssError(f"--token-file {path}: expected a token, got an empty file")
+    return token
+
+
+def _input(args: argparse.Namespace) -> tuple[tuple[int, ...], Any]:
+    """The input shape and tensor: ``--image`` resized to the model's shape, else seeded noise."""
     import torch
 
-    from opss.client.inputs import load_image
-    from opss.client.session import ClientConfig, ClientSession
-
-    token = None
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise OpssError(f"--token-file {args.token_file}: cannot read it ({exc.strerror})") from None
-        if not token:
-            raise OpssError(f"--token-file {args.token_file}: expected a token, got an empty file")
     from opss import models
+    from opss.client.inputs import load_image
 
     spec = models.get_spec(args.model)  # unknown model: one line before any work
     shape = tuple(spec.test_input_shape if args.small else spec.input_shape)
     if args.image:
-        x = load_image(args.image, shape)
-    else:
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+        return shape, load_image(args.image, shape)
+    return shape, torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from opss.client.session import ClientConfig, ClientSession
+
+    token = _read_token(args.token_file)
+    shape, x = _input(args)
     cfg = ClientConfig(
         model=args.model, server=args.server, strategy=args.strategy, link=args.link, throttle=args.throttle,
         wire_dtype=args.wire_dtype, small=args.small, weights=args.weights, token=token,
@@ -219,27 +221,32 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
           f"predicted {_ms(summary['median_predicted_s'])}, median |prediction error| {err_txt}"
           + (f", {summary['fallbacks']} local fallbacks" if summary["fallbacks"] else ""), file=out)
     if args.json:
-        doc = {
-            "model": args.model,
-            "strategy": args.strategy,
-            "input_shape": list(shape),
-            "wire_dtype": args.wire_dtype,
-            "link": session.link.to_json(),
-            "plan": session.plan.to_json(),
-            "runs": [
-                {"index": r.index, "strategy": r.strategy, "predicted": r.predicted.to_json(),
-                 "timeline": r.result.timeline.to_json(), "top5": [[n, p, i] for n, p, i in r.top5],
-                 "verify_ok": r.verify_ok, "verify_error": r.verify_error, "notes": list(r.notes)}
-                for r in reports
-            ],
-            "summary": summary,
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        _write_json(args, shape, session, reports, summary)
         print(f"wrote {args.json}", file=out)
     if summary["verify_failures"]:
         print(f"{PROG}: verify failed on {summary['verify_failures']} of {summary['runs']} runs", file=err)
         return 1
     return 0
+
+
+def _write_json(args: argparse.Namespace, shape: tuple[int, ...], session: Any, reports: list, summary: dict) -> None:
+    """``--json OUT``: the plan, every run's timeline and the summary."""
+    doc = {
+        "model": args.model,
+        "strategy": args.strategy,
+        "input_shape": list(shape),
+        "wire_dtype": args.wire_dtype,
+        "link": session.link.to_json(),
+        "plan": session.plan.to_json(),
+        "runs": [
+            {"index": r.index, "strategy": r.strategy, "predicted": r.predicted.to_json(),
+             "timeline": r.result.timeline.to_json(), "top5": [[n, p, i] for n, p, i in r.top5],
+             "verify_ok": r.verify_ok, "verify_error": r.verify_error, "notes": list(r.notes)}
+            for r in reports
+        ],
+        "summary": summary,
+    }
+    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

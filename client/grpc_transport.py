@@ -15,6 +15,7 @@ intervals with them.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -138,7 +139,6 @@ class GrpcTransport:
 class _GrpcCall:
     def __init__(self, transport: GrpcTransport, header: CallHeader, timeout: float | None) -> None:
         from opss import wire
-        from opss.v1 import opss_pb2
 
         self.t = transport
         self.header = header
@@ -146,33 +146,20 @@ class _GrpcCall:
         self.wire_dtype = header.wire_dtype
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self._cancelled = threading.Event()
-        open_msg = opss_pb2.InferRequest(
-            open=opss_pb2.InferOpen(
-                request_id=header.request_id,
-                model=header.model,
-                fingerprint=header.fingerprint,
-                client_set=list(header.client_set),
-                granularity=opss_pb2.BLOCK if transport.granularity == "block" else opss_pb2.LAYER,
-                wire_dtype=wire.dtype_to_proto(header.wire_dtype),
-                graph_hash=header.graph_hash,
-            )
+        open_msg = wire.infer_open(
+            header.model, header.fingerprint, client_set=header.client_set, cut=header.cut,
+            request_id=header.request_id, granularity=transport.granularity, wire_dtype=header.wire_dtype,
+            graph_hash=header.graph_hash,
         )
-
-        def requests():
-            yield open_msg
-            while True:
-                item = self.q.get()
-                if item is _END:
-                    return
-                yield item
-
-        self.future = transport.stub.Infer.future(requests(), timeout=timeout, metadata=transport.metadata)
+        # the open message, then each chunk message as the sender pushes it (see push)
+        requests = itertools.chain((open_msg,), iter(self.q.get, _END))
+        self.future = transport.stub.Infer.future(requests, timeout=timeout, metadata=transport.metadata)
 
     def chunks(self, name: str, tensor: Any) -> Iterable[Chunk]:
         from opss import wire
 
         for c in wire.iter_chunks(name, tensor, self.wire_dtype, self.t.chunk_bytes):
-            yield Chunk(len(c.data), _request(wire.chunk_to_proto(c)))
+            yield Chunk(len(c.data), wire.chunk_request(c))
 
     def _failed(self) -> str:
         import grpc
@@ -243,9 +230,3 @@ class _GrpcCall:
                 self.q.put_nowait(_END)
             except queue.Full:
                 pass
-
-
-def _request(chunk_msg: Any) -> Any:
-    from opss.v1 import opss_pb2
-
-    return opss_pb2.InferRequest(chunk=chunk_msg)

@@ -51,6 +51,8 @@ __all__ = [
     "dtype_to_proto",
     "encode_tensor",
     "itemsize",
+    "chunk_request",
+    "infer_open",
     "infer_requests",
     "iter_chunks",
     "tensor_bytes",
@@ -411,14 +413,13 @@ def tensor_from_proto(msg) -> torch.Tensor:
     return decode_tensor(dtype_from_proto(msg.dtype), tuple(msg.shape), msg.data)
 
 
-def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequence[str] = (),
-                   cut: Sequence[str] = (), request_id: str = "", granularity: str = "layer",
-                   wire_dtype: str = "float32", chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                   graph_hash: str = ""):
-    """The ``opss.v1.InferRequest`` stream of one inference: ``open``, then every chunk.
+def infer_open(model: str, fingerprint: str, *, client_set: Sequence[str] = (), cut: Sequence[str] = (),
+               request_id: str = "", granularity: str = "layer", wire_dtype: str = "float32",
+               graph_hash: str = ""):
+    """The ``opss.v1.InferRequest`` that opens an Infer call (its ``InferOpen``).
 
-    ``tensors`` is an iterable of ``(cut id, tensor)`` consumed lazily, so a
-    generator fed by a compute thread streams each tensor as soon as it exists.
+    ``client_set`` and ``cut`` name the partition (the server checks the cut it
+    derives from the client set against ``cut`` when both are set);
     ``graph_hash`` (``opss.profile.graph_hash`` of the client's graph) lets the
     server refuse a partition named on a differently captured graph.
     """
@@ -428,10 +429,31 @@ def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequenc
     gran = {"layer": pb.LAYER, "block": pb.BLOCK}.get(granularity)
     if gran is None:
         raise WireError(f"granularity: expected 'layer' or 'block', got {granularity!r}")
-    yield pb.InferRequest(open=pb.InferOpen(
+    return pb.InferRequest(open=pb.InferOpen(
         request_id=request_id, model=model, fingerprint=fingerprint, client_set=list(client_set),
         cut=list(cut), granularity=gran, wire_dtype=dtype_to_proto(wire_dtype),
         graph_hash=graph_hash))
+
+
+def chunk_request(chunk: Chunk):
+    """The ``opss.v1.InferRequest`` carrying one chunk of a cut tensor."""
+    return _pb2().InferRequest(chunk=chunk_to_proto(chunk))
+
+
+def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequence[str] = (),
+                   cut: Sequence[str] = (), request_id: str = "", granularity: str = "layer",
+                   wire_dtype: str = "float32", chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                   graph_hash: str = ""):
+    """The ``opss.v1.InferRequest`` stream of one inference: :func:`infer_open`, then every chunk.
+
+    ``tensors`` is an iterable of ``(cut id, tensor)`` consumed lazily, so a
+    generator fed by a compute thread streams each tensor as soon as it exists.
+    The client runtime sends the same messages (:func:`infer_open`,
+    :func:`chunk_request` of :func:`iter_chunks`), encoding them on its sender
+    thread so that it can pace and time every chunk.
+    """
+    yield infer_open(model, fingerprint, client_set=client_set, cut=cut, request_id=request_id,
+                     granularity=granularity, wire_dtype=wire_dtype, graph_hash=graph_hash)
     for name, tensor in tensors:
         for chunk in iter_chunks(name, tensor, wire_dtype, chunk_bytes):
-            yield pb.InferRequest(chunk=chunk_to_proto(chunk))
+            yield chunk_request(chunk)

@@ -36,9 +36,10 @@ import sys
 import time
 from pathlib import Path
 
+from opss.plan import STRATEGIES
+
 MODELS = ("googlenet", "resnet18", "alexnet_parallel", "multistream", "randwire")
 LINKS = ("3g", "4g", "wifi")
-STRATEGIES = ("lo", "co", "po", "opss", "joint")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="bench_client", help="file name stem (default bench_client)")
     args = p.parse_args(argv)
 
-    import torch
-
-    from opss.client.demo import measure_strategies, start_server
-    from opss.client.session import ClientConfig, ClientSession
+    from opss.lab.harness import measure_strategies, open_session, start_server
     from opss.link import link_from_spec
 
     out_dir = Path(args.out)
@@ -71,20 +69,18 @@ def main(argv: list[str] | None = None) -> int:
             session = None
             for link_name in args.links:
                 link = link_from_spec(link_name)
-                cfg = ClientConfig(model=model, server=f"127.0.0.1:{server.port}", strategy=STRATEGIES[0],
-                                   also_plan=STRATEGIES[1:], link=link_name, throttle=link.b, small=args.small,
-                                   seed=args.seed, client_slowdown=args.client_slowdown, progress=False,
-                                   fresh_profile=True, timeout=120.0, pace=args.emulation == "pace")
+                cfg = dict(model=model, server=f"127.0.0.1:{server.port}", link=link_name, throttle=link.b,
+                           small=args.small, seed=args.seed, client_slowdown=args.client_slowdown, progress=False,
+                           fresh_profile=True, timeout=120.0, pace=args.emulation == "pace")
                 if session is None:
-                    session = ClientSession(cfg, out=None, err=sys.stderr)
+                    session = open_session(STRATEGIES, **cfg)
                     profiles = (session.client_profile, session.server_profile)
                 else:  # same model: keep its profiles, new link
                     session.close()
-                    session = ClientSession(cfg, out=None, err=sys.stderr, client_profile=profiles[0],
-                                            server_profile=profiles[1])
-                x = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(args.seed))
+                    session = open_session(STRATEGIES, client_profile=profiles[0], server_profile=profiles[1],
+                                           **cfg)
                 t0 = time.perf_counter()
-                res = measure_strategies(session, x, STRATEGIES, args.runs)
+                res = measure_strategies(session, STRATEGIES, args.runs, seed=args.seed)
                 for name, r in res.items():
                     err = (r["median_s"] - r["predicted_s"]) / r["predicted_s"]
                     rows.append({

@@ -127,13 +127,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _table(rows: list[dict], rtt: str) -> str:
+    from opss.plan import STRATEGIES
+
     head = ["model", "client x", "link", "lo ms", "co ms", "po ms", "opss ms", "joint ms", "opss/po", "joint/po",
             "opss/best(lo,co)", "joint/best(lo,co)", "cuts po/joint", "plan ms opss", "plan ms joint",
             "plan ms all"]
     lines = [f"Predicted latency (rtt {rtt}; client x = client slowdown; speedup = baseline / strategy)", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        cells = [r["model"], f"{r['slowdown']:g}", r["link"], *(f"{r[k + '_ms']:.1f}" for k in ("lo", "co", "po", "opss", "joint")),
+        cells = [r["model"], f"{r['slowdown']:g}", r["link"], *(f"{r[k + '_ms']:.1f}" for k in STRATEGIES),
                  f"{r['opss_over_po']:.3f}", f"{r['joint_over_po']:.3f}", f"{r['opss_over_lo_co']:.3f}",
                  f"{r['joint_over_lo_co']:.3f}", f"{r['po_n_cut']}/{r['joint_n_cut']}",
                  f"{r['opss_plan_ms']:.1f}", f"{r['joint_plan_ms']:.1f}", f"{r['all_plan_ms']:.1f}"]

@@ -238,3 +238,27 @@ def test_token_is_sent_and_a_wrong_one_is_a_clear_error(tmp_path):
             _session(handle, "googlenet", strategy="co", link="wifi", token="wrong")
     finally:
         handle.stop(0).wait(5)
+
+
+def test_the_grpc_call_opens_with_the_cut_and_the_server_checks_it(server):
+    """Production opens with wire.infer_open: the cut travels, so a wrong one is refused."""
+    from opss.client.grpc_transport import GrpcTransport
+    from opss.client.runtime import CallFailed, CallHeader
+
+    model = models.get_model("resnet18", seed=0)
+    x = models.example_input("resnet18", small=True, seed=2)
+    transport = GrpcTransport(f"127.0.0.1:{server.port}")
+    try:
+        for cut, ok in ((("x",), True), (("conv1",), False)):
+            call = transport.open(CallHeader(request_id=f"cut-{ok}", model="resnet18",
+                                             fingerprint=models.fingerprint(model), client_set=("x",), cut=cut,
+                                             wire_dtype="float32"), timeout=60)
+            for chunk in call.chunks("x", x):
+                call.push(chunk)
+            if ok:
+                torch.testing.assert_close(call.finish().output, model(x))
+            else:
+                with pytest.raises(CallFailed, match="cut mismatch"):
+                    call.finish()
+    finally:
+        transport.close()

@@ -231,7 +231,7 @@ def _wait_listening(proc: subprocess.Popen, timeout: float = 120.0) -> None:
 
 @pytest.mark.root
 def test_shaped_veth_upload_ends_at_arrival_and_the_estimator_sees_the_shaped_rate():
-    from opss.testbed import Testbed, TestbedConfig, leftovers
+    from opss.lab.testbed import Testbed, TestbedConfig, leftovers
 
     model = "alexnet"  # its small input (47.6 kB) fits in gRPC's first flow-control window
     prefix = f"opssu{os.getpid() % 1000}"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from opss.experiment import RUN_FIELDS, summarize
-from opss.testbed import leftovers
+from opss.lab.experiment import RUN_FIELDS, summarize
+from opss.lab.testbed import leftovers
 
 
 def _write_runs(path: Path, latencies: dict) -> None:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from opss.testbed import CpuQuota, Testbed, TestbedConfig, TestbedError, leftovers
+from opss.lab.testbed import CpuQuota, Testbed, TestbedConfig, TestbedError, leftovers
 
 
 def test_refuses_without_root_with_one_line(monkeypatch):

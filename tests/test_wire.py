@@ -19,6 +19,9 @@ from opss.wire import (
     decode_tensor,
     dtype_from_proto,
     encode_tensor,
+    chunk_request,
+    infer_open,
+    infer_requests,
     iter_chunks,
     tensor_from_proto,
     tensor_to_proto,
@@ -250,3 +253,23 @@ def test_iter_chunks_is_lazy_and_sized() -> None:
     assert (first.index, first.offset, len(first.data), first.total_bytes) == (0, 0, 1024, 4000)
     rest = list(it)
     assert [c.offset for c in rest] == [1024, 2048, 3072] and len(rest[-1].data) == 4000 - 3072
+
+
+def test_infer_requests_is_the_open_then_the_chunk_requests_the_runtime_sends() -> None:
+    """One builder: the request stream of tests and scripts is the runtime's open and chunk messages."""
+    a, b = torch.arange(6.0).reshape(2, 3), torch.ones(700)
+    kw = dict(client_set=["x", "a", "b"], cut=["a", "b"], request_id="r1", granularity="block",
+              wire_dtype="float16", graph_hash="h")
+    stream = list(infer_requests("m", "fp", [("a", a), ("b", b)], chunk_bytes=512, **kw))
+    expected = [infer_open("m", "fp", **kw)]
+    expected += [chunk_request(c) for name, t in (("a", a), ("b", b)) for c in iter_chunks(name, t, "float16", 512)]
+    assert stream == expected
+    op = stream[0].open
+    assert (list(op.client_set), list(op.cut), op.request_id, op.graph_hash) == (["x", "a", "b"], ["a", "b"], "r1", "h")
+    assert [m.chunk.name for m in stream[1:]] == ["a", "b", "b", "b"]
+
+
+@pytest.mark.parametrize("kw, message", [({"granularity": "op"}, "granularity"), ({"wire_dtype": "int8"}, "wire dtype")])
+def test_infer_open_refuses_a_bad_granularity_or_wire_dtype(kw, message) -> None:
+    with pytest.raises(WireError, match=message):
+        infer_open("m", "fp", **kw)

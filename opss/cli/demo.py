@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from opss.client.demo import run_demo
+    from opss.lab.demo import run_demo
 
     results = run_demo(args.model, args.link, args.runs, args.client_slowdown, args.small,
                        wire_dtype=args.wire_dtype)

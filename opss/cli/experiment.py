@@ -32,7 +32,8 @@ def _share(text: str) -> float:
 
 
 def register(subparsers) -> None:
-    from opss.experiment import DEFAULT_LINKS, DEFAULT_MODELS, STRATEGIES
+    from opss.lab.experiment import DEFAULT_LINKS, DEFAULT_MODELS
+    from opss.plan import STRATEGIES
 
     p = subparsers.add_parser(
         "experiment",
@@ -64,13 +65,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from opss.experiment import ExperimentConfig, run_experiment, summarize
+    from opss.lab.experiment import ExperimentConfig, run_experiment, summarize
 
     if args.summarize:
         print(summarize(args.out))
         return 0
     cfg = ExperimentConfig(models=args.models, links=args.links, strategies=args.strategies, runs=args.runs,
-                           out=args.out, client_cpu=args.client_cpu, cpu_period_us=args.cpu_period_us,
+                           out=args.out, client_cpu_share=args.client_cpu, cpu_period_us=args.cpu_period_us,
                            subnet=args.subnet, shaper=args.shaper, port=args.port, small=args.small)
     out = run_experiment(cfg)
     print((out / "summary.md").read_text())

@@ -16,8 +16,9 @@ import math
 import sys
 
 from opss.errors import LinkModelError
+from opss.plan import STRATEGIES
 
-STRATEGY_CHOICES = ("all", "lo", "co", "po", "opss", "joint")
+STRATEGY_CHOICES = ("all", *STRATEGIES)
 
 
 def _slowdown(text: str) -> float:

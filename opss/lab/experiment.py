@@ -1,11 +1,11 @@
 """The bandwidth experiment: the seed's Figures 6 and 7 on a real shaped link.
 
-``opss experiment`` (root) builds the :mod:`opss.testbed` — a server network
+``opss experiment`` (root) builds the :mod:`opss.lab.testbed` — a server network
 namespace joined to the client by a veth pair whose uplink is shaped by
 wondershaper or tc — starts ``opss-server`` inside the namespace pinned to
 one core, and for every link rate and model runs a client worker process
 (this module's :func:`worker_main`) pinned to the other core under a CPU
-quota (:class:`opss.testbed.CpuQuota`, ``--client-cpu 0.25`` by default), so
+quota (:class:`opss.lab.testbed.CpuQuota`, ``--client-cpu 0.25`` by default), so
 the client is the weak side as on a Raspberry Pi. The worker profiles itself
 under that quota, probes the shaped link, plans every strategy, runs them
 round-robin with ``--verify``, and streams one JSON line per run; the driver
@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -37,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opss.errors import OpssError
+from opss.lab.harness import BASELINES, measure_strategies, open_session
+from opss.plan import STRATEGIES
+from opss.stats import median, p90
 
-STRATEGIES = ("lo", "co", "po", "opss", "joint")
 DEFAULT_MODELS = ("alexnet_parallel", "googlenet", "multistream", "randwire", "resnet18", "mobilenet_v2")
 DEFAULT_LINKS = ("3g", "4g", "wifi")
 SWEEP_MBPS = (1, 1.5, 2, 3, 4, 5.85, 8, 12, 18.88, 25, 35, 50, 70, 100)
@@ -56,7 +56,7 @@ class ExperimentConfig:
     strategies: tuple[str, ...] = STRATEGIES
     runs: int = 20
     out: Path = Path("docs/results")
-    client_cpu: float = 0.25
+    client_cpu_share: float = 0.25  # cores, a cgroup quota (``--client-cpu``)
     cpu_period_us: int = 10_000
     subnet: str = "10.77.0.0/30"
     shaper: str = "auto"
@@ -71,57 +71,54 @@ class ExperimentConfig:
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    """The client process: ``python -m opss.experiment worker JSON``; one JSON line per run on stdout.
+    """The client process: ``python -m opss.lab.experiment worker JSON``; one JSON line per run on stdout.
 
     Waits for a line on stdin before it starts, so the driver can move it
     into the CPU cgroup first.
     """
     args = json.loads((argv or sys.argv[1:])[-1])
     sys.stdin.readline()
-    import torch
-
-    from opss.client.session import ClientConfig, ClientSession
-
     strategies = tuple(args["strategies"])
-    cfg = ClientConfig(model=args["model"], server=args["server"], strategy=strategies[0],
-                       also_plan=strategies[1:], link="auto", small=args["small"], fresh_profile=True,
-                       progress=False, threads=1, timeout=args["timeout_s"])
-    session = ClientSession(cfg, out=sys.stderr, err=sys.stderr)
+    session = open_session(strategies, out=sys.stderr, err=sys.stderr, model=args["model"], server=args["server"],
+                           link="auto", small=args["small"], fresh_profile=True, progress=False, threads=1,
+                           timeout=args["timeout_s"])
     try:
-        link = session.link
-        costs = session.client_profile
-        costs = costs.costs_for(session.plan_graph) if hasattr(costs, "costs_for") else dict(costs)
-        server = session.server_profile
-        server = server.costs_for(session.plan_graph) if hasattr(server, "costs_for") else dict(server)
-        meta = {"kind": "meta", "link_b": link.b, "link_c": link.c, "graph": session.plan_graph.to_json(),
-                "client_f": costs, "server_s": server,
-                "plans": {name: {"seconds_to_plan": p.seconds_to_plan, "predicted": p.predicted.to_json(),
-                                 "cut_bytes": p.cut_bytes, "client": len(p.client)}
-                          for name, p in session.plans.items()}}
-        print(json.dumps(meta), flush=True)
-        x = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(0))
-        # round-robin, after one warm-up round, so slow drifts of the machine hit every strategy alike
-        for rnd in range(args["runs"] + 1):
-            for name in strategies:
-                session.use(name)
-                rep = session.run(x, verify=True)
-                if rnd == 0:
-                    continue
-                terms = rep.result.timeline.terms()
-                pred = rep.predicted
-                plan = session.plans[name]
-                print(json.dumps({
-                    "kind": "run", "strategy": name, "latency_s": rep.latency, "predicted_s": pred.total,
-                    "client_compute_s": terms["client_compute"], "upload_s": terms["upload"],
-                    "hidden_upload_s": terms["hidden_upload"], "server_s": terms["server"],
-                    "after_upload_s": terms["after_upload"], "pred_client_compute_s": pred.client_compute,
-                    "pred_upload_s": pred.upload, "pred_hidden_upload_s": pred.hidden_upload,
-                    "pred_server_s": pred.server, "pred_reply_s": pred.reply, "cut_bytes": plan.cut_bytes,
-                    "cut": " ".join(plan.cut), "client_vertices": len(plan.client),
-                    "where": rep.result.timeline.where, "verified": bool(rep.verify_ok)}), flush=True)
+        print(json.dumps(_meta(session)), flush=True)
+        measure_strategies(session, strategies, args["runs"],
+                           on_run=lambda name, rep: print(json.dumps(_run_record(session, name, rep)), flush=True))
     finally:
         session.close()
     return 0
+
+
+def _meta(session) -> dict:
+    """The worker's first line: the link fit, the graph, both profiles and every plan."""
+    link = session.link
+    costs = session.client_profile
+    costs = costs.costs_for(session.plan_graph) if hasattr(costs, "costs_for") else dict(costs)
+    server = session.server_profile
+    server = server.costs_for(session.plan_graph) if hasattr(server, "costs_for") else dict(server)
+    return {"kind": "meta", "link_b": link.b, "link_c": link.c, "graph": session.plan_graph.to_json(),
+            "client_f": costs, "server_s": server,
+            "plans": {name: {"seconds_to_plan": p.seconds_to_plan, "predicted": p.predicted.to_json(),
+                             "cut_bytes": p.cut_bytes, "client": len(p.client)}
+                      for name, p in session.plans.items()}}
+
+
+def _run_record(session, name: str, rep) -> dict:
+    """One measured run as a line of runs.csv: its terms beside the prediction's."""
+    terms = rep.result.timeline.terms()
+    pred = rep.predicted
+    plan = session.plans[name]
+    return {
+        "kind": "run", "strategy": name, "latency_s": rep.latency, "predicted_s": pred.total,
+        "client_compute_s": terms["client_compute"], "upload_s": terms["upload"],
+        "hidden_upload_s": terms["hidden_upload"], "server_s": terms["server"],
+        "after_upload_s": terms["after_upload"], "pred_client_compute_s": pred.client_compute,
+        "pred_upload_s": pred.upload, "pred_hidden_upload_s": pred.hidden_upload,
+        "pred_server_s": pred.server, "pred_reply_s": pred.reply, "cut_bytes": plan.cut_bytes,
+        "cut": " ".join(plan.cut), "client_vertices": len(plan.client),
+        "where": rep.result.timeline.where, "verified": bool(rep.verify_ok)}
 
 
 # --------------------------------------------------------------------------- the driver (root)
@@ -180,7 +177,7 @@ def _say(msg: str) -> None:
 def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
     """Run every (link, model) point not yet in ``runs.csv``; then summarize. Returns the out dir."""
     from opss.link import link_from_spec
-    from opss.testbed import CpuQuota, Testbed, TestbedConfig, require_root
+    from opss.lab.testbed import CpuQuota, Testbed, TestbedConfig, require_root
 
     require_root("opss experiment")
     for name in cfg.strategies:
@@ -205,9 +202,9 @@ def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
         f"{cfg.runs} runs x {len(cfg.strategies)} strategies each; results append to {runs_csv}")
     first_rate = rates[todo[0][0]]
     with Testbed(TestbedConfig(rate_bps=first_rate, subnet=cfg.subnet, shaper=cfg.shaper)) as tb, \
-            CpuQuota(cfg.client_cpu, period_us=cfg.cpu_period_us) as quota:
+            CpuQuota(cfg.client_cpu_share, period_us=cfg.cpu_period_us) as quota:
         say(f"testbed: server namespace {tb.ns} at {tb.server_ip}, client veth {tb.client_if} shaped by "
-            f"{tb.shaper}; client CPU quota {cfg.client_cpu:g} core, server pinned to core 1")
+            f"{tb.shaper}; client CPU quota {cfg.client_cpu_share:g} core, server pinned to core 1")
         server_cmd = [*_pinned(1), sys.executable, "-m", "opss.server", "--host", tb.server_ip,
                       "--port", str(cfg.port), "--models", ",".join(cfg.models), "--device", "cpu",
                       "--profile", cfg.server_profile, "--log-level", "WARNING", *cfg.extra_server_args]
@@ -254,7 +251,7 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
             w.writerows(rows)
     args = {"model": model, "server": f"{tb.server_ip}:{cfg.port}", "strategies": list(cfg.strategies),
             "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s}
-    cmd = [*_pinned(0), sys.executable, "-m", "opss.experiment", "worker", json.dumps(args)]
+    cmd = [*_pinned(0), sys.executable, "-m", "opss.lab.experiment", "worker", json.dumps(args)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         quota.add(proc.pid)
@@ -293,15 +290,6 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
 # --------------------------------------------------------------------------- summary and plots
 
 
-def _median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def _p90(xs):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, math.ceil(0.9 * len(xs)) - 1))] if xs else float("nan")
-
-
 def summarize(out: Path) -> str:
     """Write summary.md and the plots from runs.csv (and plans.csv, links.csv); return the table."""
     out = Path(out)
@@ -331,19 +319,19 @@ def summarize(out: Path) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for link in links:
         for model in models:
-            po = _median(lat.get((model, link, "po"), []))
-            base = [_median(lat[(model, link, s)]) for s in ("lo", "co") if (model, link, s) in lat]
+            po = median(lat.get((model, link, "po"), []))
+            base = [median(lat[(model, link, s)]) for s in BASELINES if (model, link, s) in lat]
             best = min(base) if base else float("nan")
             for s in strategies:
                 k = (model, link, s)
                 if k not in lat:
                     continue
-                m = _median(lat[k])
+                m = median(lat[k])
                 nv, nb, _ = plan_of[k]
                 same = s != "po" and plan_of.get((model, link, "po")) == plan_of[k]
                 lines.append(f"| {link} | {model} | {s}{' (= po plan)' if same else ''} | {nv} | {nb / 1e3:.1f} | "
-                             f"{m * 1e3:.1f} | {_p90(lat[k]) * 1e3:.1f} | "
-                             f"{pred[k] * 1e3:.1f} | {_median(err[k]) * 100:.1f} % | {po / m:.2f}x | {best / m:.2f}x | "
+                             f"{m * 1e3:.1f} | {p90(lat[k]) * 1e3:.1f} | "
+                             f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {po / m:.2f}x | {best / m:.2f}x | "
                              f"{'yes' if verified[k] and not fell[k] else f'NO ({fell[k]} fallbacks)'} |")
     link_lines = ["| link | nominal Mbit/s | measured Mbit/s | shaper |", "|---|---:|---:|---|"]
     for link in links:
@@ -374,9 +362,9 @@ def _calibration(lat, rows, models, links) -> str:
     for model in models:
         lo = [x for link in links for x in lat.get((model, link, "lo"), [])]
         if lo and srv[model]:
-            c, s = _median(lo), _median(srv[model])
-            lines.append(f"| {model} | {c * 1e3:.1f} | {_p90(lo) / c:.2f} | {s * 1e3:.1f} | "
-                         f"{_p90(srv[model]) / s:.2f} | {c / s:.1f}x |")
+            c, s = median(lo), median(srv[model])
+            lines.append(f"| {model} | {c * 1e3:.1f} | {p90(lo) / c:.2f} | {s * 1e3:.1f} | "
+                         f"{p90(srv[model]) / s:.2f} | {c / s:.1f}x |")
             any_row = True
     return "\n".join(lines) if any_row else ""
 
@@ -392,7 +380,7 @@ def _plots(out: Path, lat, pred, models, links, strategies) -> None:
     width = 0.8 / max(1, len(strategies))
     for ax, link in zip(axes[0], links):
         for j, s in enumerate(strategies):
-            ys = [_median(lat.get((m, link, s), [])) * 1e3 for m in models]
+            ys = [median(lat.get((m, link, s), [])) * 1e3 for m in models]
             ax.bar([i + j * width for i in range(len(models))], ys, width, label=s)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(models))])
         ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)
@@ -423,7 +411,7 @@ def _plots(out: Path, lat, pred, models, links, strategies) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     for s in strategies:
         xs = [pred[k] * 1e3 for k in lat if k[2] == s]
-        ys = [_median(lat[k]) * 1e3 for k in lat if k[2] == s]
+        ys = [median(lat[k]) * 1e3 for k in lat if k[2] == s]
         ax.scatter(xs, ys, label=s, s=18)
     lim = [min(min(pred.values()), 1e-3) * 1e3 * 0.8, max(max(pred.values()) * 1e3, 1) * 1.3]
     ax.plot(lim, lim, "k--", lw=0.8)
@@ -488,4 +476,4 @@ def _sweep_plot(out: Path, models, lat, links) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         raise SystemExit(worker_main(sys.argv[2:]))
-    raise SystemExit("usage: python -m opss.experiment worker JSON (started by `opss experiment`)")
+    raise SystemExit("usage: python -m opss.lab.experiment worker JSON (started by `opss experiment`)")

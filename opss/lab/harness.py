@@ -1,0 +1,135 @@
+"""What every harness shares: an in-process server, a session planning several strategies, the measuring loop.
+
+:func:`measure_strategies` is the one loop behind ``opss demo``, the client
+worker of ``opss experiment`` and ``scripts/bench_client.py``: every planned
+strategy is run through the real :class:`~opss.client.session.ClientSession`
+(its runtime, its transport, the server it talks to), round-robin after one
+warm-up round so slow drifts of the machine hit every strategy alike; every
+output is verified against the local full model, and the measured latencies
+are collected beside the plan's prediction.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from opss.stats import median, p90
+
+__all__ = ["BASELINES", "StrategyResults", "input_shape", "measure_strategies", "open_session", "start_server"]
+
+#: The single-side strategies (all local, all cloud) whose best the reports compare against.
+BASELINES = ("lo", "co")
+
+
+class StrategyResults(dict):
+    """``{strategy: {"median_s", "p90_s", "runs_s", "predicted_s", "cut", "cut_bytes", "verified", ...}}``."""
+
+
+def input_shape(model: str, small: bool) -> tuple[int, ...]:
+    """The input shape of a zoo model (its small test shape with ``small``)."""
+    from opss import models
+
+    spec = models.get_spec(model)
+    return tuple(spec.test_input_shape if small else spec.input_shape)
+
+
+def _server_threads(device: str) -> int:
+    from opss.profile import role_settings
+
+    return role_settings("server")[1] if device == "cpu" else 1
+
+
+def _server_profile_fn(small: bool, fresh: bool = False):
+    """The server's per-vertex times, reported by ListModels (its own profile)."""
+
+    def profile_fn(graph: Any, module: Any, device: Any) -> dict[str, float]:
+        from opss.profile import load_or_build_profile, measure_profile
+
+        name = graph.model
+        dev = "cuda" if str(device).startswith("cuda") else "cpu"
+        if small or fresh:
+            prof = measure_profile(name, device=str(device), threads=_server_threads(dev),
+                                   repeats=5 if small else 10, warmup=1 if small else 2,
+                                   input_shape=input_shape(name, small), progress=False, graph=graph, module=module)
+        else:
+            prof = load_or_build_profile(name, role="server", progress=True, graph=graph, module=module)
+        return prof.costs_for(graph)
+
+    return profile_fn
+
+
+def start_server(model: str, small: bool = False, seed: int = 0, fresh_profile: bool = False) -> Any:
+    """An in-process opss-server for ``model`` on 127.0.0.1, port 0, reporting its own profile."""
+    from opss.server.app import build_server
+    from opss.server.config import ServerConfig
+
+    return build_server(ServerConfig(host="127.0.0.1", port=0, device="auto", models=(model,), small=small,
+                                     seed=seed, warmup_runs=1, max_inflight=2, max_workers=4,
+                                     profile_fn=_server_profile_fn(small, fresh_profile)))
+
+
+def open_session(strategies: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = sys.stderr,
+                 client_profile: Any = None, server_profile: Any = None, **config: Any) -> Any:
+    """A :class:`~opss.client.session.ClientSession` that plans every one of ``strategies``.
+
+    ``config`` holds the other :class:`~opss.client.session.ClientConfig` fields
+    (``model``, ``server``, ``link``, ...); the first strategy is the session's
+    current one. ``client_profile`` / ``server_profile`` skip the profile lookups.
+    """
+    from opss.client.session import ClientConfig, ClientSession
+
+    cfg = ClientConfig(strategy=strategies[0], also_plan=tuple(strategies[1:]), **config)
+    return ClientSession(cfg, out=out, err=err, client_profile=client_profile, server_profile=server_profile)
+
+
+def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, seed: int = 0,
+                       say: Callable[[str], None] | None = None,
+                       on_run: Callable[[str, Any], None] | None = None) -> StrategyResults:
+    """Run every strategy ``runs`` times, round-robin after one warm-up round; verify every output.
+
+    The input is ``torch.randn(session.input_shape)`` from ``seed``. ``say`` hears
+    the reason of every local fallback; ``on_run(strategy, report)`` is called
+    after every measured run (not the warm-up), as soon as it finished.
+    Returns per strategy the measured median, p90 and every latency (seconds),
+    the prediction, the cut, and whether every output matched the local full model.
+    """
+    import torch
+
+    x = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(seed))
+    times: dict[str, list[float]] = {name: [] for name in strategies}
+    verified = {name: True for name in strategies}
+    fallbacks = {name: 0 for name in strategies}
+    for rnd in range(runs + 1):  # round 0 warms up every path
+        for name in strategies:
+            session.use(name)
+            rep = session.run(x, verify=True)
+            verified[name] &= bool(rep.verify_ok)
+            if rep.result.fell_back:
+                fallbacks[name] += 1
+                if say is not None:
+                    say(f"  {name}: {rep.notes[0] if rep.notes else rep.result.timeline.note}")
+            if rnd > 0:
+                times[name].append(rep.latency)
+                if on_run is not None:
+                    on_run(name, rep)
+    return StrategyResults({name: _result(session.plans[name], times[name], verified[name], fallbacks[name])
+                            for name in strategies})
+
+
+def _result(plan: Any, latencies: list[float], verified: bool, fallbacks: int) -> dict:
+    """One strategy's entry of :class:`StrategyResults`: its runs beside its plan."""
+    return {
+        "median_s": median(latencies),
+        "p90_s": p90(latencies),
+        "runs_s": latencies,
+        "predicted_s": plan.predicted.total,
+        "predicted": plan.predicted.to_json(),
+        "client_vertices": len(plan.client),
+        "cut": list(plan.cut),
+        "uploads": bool(plan.cut_bytes),
+        "cut_bytes": plan.cut_bytes,
+        "verified": verified,
+        "fallbacks": fallbacks,
+    }

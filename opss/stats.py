@@ -1,0 +1,48 @@
+"""Summary statistics of measured latencies: the median and the nearest-rank percentile (pure Python).
+
+One definition for every report (``opss-client``'s summary, ``opss demo``,
+``opss experiment``, the benchmarks):
+
+- :func:`percentile` is the *nearest-rank* percentile: of ``n`` samples sorted
+  ascending, the ``k``-th smallest with ``k = ceil(q / 100 * n)`` (at least 1),
+  i.e. the smallest sample that at least ``q`` % of the samples do not exceed.
+  It is always one of the samples (no interpolation), and the rank is
+  computed in exact rational arithmetic (``q`` as written, no floating-point
+  rounding). This is the formula the three reports used before they shared
+  it (``lat[min(n - 1, ceil(0.9 n) - 1)]``), so their figures are unchanged.
+- :func:`median` is :func:`statistics.median` (the mean of the two middle
+  samples when ``n`` is even).
+
+Both return ``nan`` for no samples, so a table can show a missing cell.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from fractions import Fraction
+
+__all__ = ["median", "p90", "percentile"]
+
+
+def percentile(samples: Iterable[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (``0 < q <= 100``) of ``samples``; ``nan`` if empty."""
+    if not 0 < q <= 100:
+        raise ValueError(f"percentile: expected 0 < q <= 100, got {q!r}")
+    xs = sorted(samples)
+    if not xs:
+        return float("nan")
+    rank = math.ceil(Fraction(str(q)) * len(xs) / 100)  # q as written: 99.9 is 999/10
+    return xs[max(rank, 1) - 1]
+
+
+def p90(samples: Iterable[float]) -> float:
+    """The nearest-rank 90th percentile (see :func:`percentile`)."""
+    return percentile(samples, 90)
+
+
+def median(samples: Iterable[float]) -> float:
+    """The median (:func:`statistics.median`); ``nan`` if empty."""
+    xs = list(samples)
+    return statistics.median(xs) if xs else float("nan")
