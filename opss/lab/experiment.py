@@ -93,11 +93,11 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 def _meta(session) -> dict:
     """The worker's first line: the link fit, the graph, both profiles and every plan."""
+    from opss.problem import costs_of
+
     link = session.link
-    costs = session.client_profile
-    costs = costs.costs_for(session.plan_graph) if hasattr(costs, "costs_for") else dict(costs)
-    server = session.server_profile
-    server = server.costs_for(session.plan_graph) if hasattr(server, "costs_for") else dict(server)
+    costs = costs_of(session.client_profile, session.plan_graph, "client")
+    server = costs_of(session.server_profile, session.plan_graph, "server")
     return {"kind": "meta", "link_b": link.b, "link_c": link.c, "graph": session.plan_graph.to_json(),
             "client_f": costs, "server_s": server,
             "plans": {name: {"seconds_to_plan": p.seconds_to_plan, "predicted": p.predicted.to_json(),
