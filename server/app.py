@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .auth import TokenAuthInterceptor
 from .config import ServerConfig
-from .servicer import SERVICE, OpssServicer
+from .servicer import SERVICE, InferenceServicer
 from .store import ModelStore, resolve_device
 
 log = logging.getLogger("opss.server")
@@ -32,7 +32,7 @@ class OpssServer:
     server: grpc.Server
     port: int
     config: ServerConfig
-    servicer: OpssServicer
+    servicer: InferenceServicer
     store: ModelStore
     health: health.HealthServicer
 
@@ -59,7 +59,7 @@ def build_server(config: ServerConfig) -> OpssServer:
     """
     device = resolve_device(config.device)
     store = ModelStore(config, device)
-    servicer = OpssServicer(config, store)
+    servicer = InferenceServicer(config, store)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
