@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from opss.client.runtime import DEFAULT_CHUNK_BYTES, CallFailed, CallHeader, Chunk, Reply
+from opss.client.runtime import UPLOAD_CHUNK_BYTES, CallFailed, CallHeader, Reply, UploadMessage
 
 __all__ = ["GrpcTransport", "describe_rpc_error"]
 
@@ -58,7 +58,7 @@ class GrpcTransport:
         target: str,
         *,
         token: str | None = None,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
         granularity: str = "layer",
     ) -> None:
         import grpc
@@ -155,11 +155,11 @@ class _GrpcCall:
         requests = itertools.chain((open_msg,), iter(self.q.get, _END))
         self.future = transport.stub.Infer.future(requests, timeout=timeout, metadata=transport.metadata)
 
-    def chunks(self, name: str, tensor: Any) -> Iterable[Chunk]:
+    def chunks(self, name: str, tensor: Any) -> Iterable[UploadMessage]:
         from opss import wire
 
         for c in wire.iter_chunks(name, tensor, self.wire_dtype, self.t.chunk_bytes):
-            yield Chunk(len(c.data), wire.chunk_request(c))
+            yield UploadMessage(len(c.data), wire.chunk_request(c))
 
     def _failed(self) -> str:
         import grpc
@@ -172,7 +172,7 @@ class _GrpcCall:
             return f"call to {self.t.target} failed: {type(exc).__name__}: {exc}"
         return f"server {self.t.target} answered before the upload finished"
 
-    def push(self, chunk: Chunk) -> None:
+    def push(self, chunk: UploadMessage) -> None:
         while True:
             if self.future.done():
                 raise CallFailed(self._failed())

@@ -37,18 +37,22 @@ from opss.client.timeline import Interval, Timeline
 __all__ = [
     "Call",
     "CallFailed",
-    "Chunk",
     "Execution",
     "InProcessTransport",
     "Reply",
     "RunResult",
     "Threads",
     "Transport",
+    "UploadMessage",
     "reconcile_uploads",
     "run_inference",
 ]
 
-DEFAULT_CHUNK_BYTES = 64 * 1024
+#: Tensor payload bytes per ``TensorChunk`` message the client uploads: the proto's smallest
+#: recommended size (64 KiB), so the sender pays the token bucket and interleaves tensors
+#: in fine steps. (``opss.wire.DEFAULT_CHUNK_BYTES``, 256 KiB, is only the codec helpers'
+#: default, for tests and benchmarks.)
+UPLOAD_CHUNK_BYTES = 64 * 1024
 
 
 class CallFailed(Exception):
@@ -66,8 +70,9 @@ class CallFailed(Exception):
         self.fatal = fatal
 
 
-class Chunk(NamedTuple):
-    """One message of a tensor's upload: ``nbytes`` of payload, ``message`` for the transport."""
+class UploadMessage(NamedTuple):
+    """One message of a tensor's upload: ``nbytes`` of payload (what the token bucket charges),
+    ``message`` for the transport."""
 
     nbytes: int
     message: Any
@@ -100,10 +105,10 @@ class CallHeader:
 
 
 class Call(Protocol):
-    def chunks(self, name: str, tensor: Any) -> Iterable[Chunk]:
+    def chunks(self, name: str, tensor: Any) -> Iterable[UploadMessage]:
         """Encode ``tensor`` (wire dtype of the call) into messages, in order."""
 
-    def push(self, chunk: Chunk) -> None:
+    def push(self, chunk: UploadMessage) -> None:
         """Send one message on the open call; raise CallFailed if the call is dead."""
 
     def finish(self) -> Reply:
@@ -422,7 +427,7 @@ class InProcessTransport:
     ``fail_after`` (number of chunks) simulates a server dying mid-upload.
     """
 
-    def __init__(self, server_part_for: Any, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    def __init__(self, server_part_for: Any, *, chunk_bytes: int = UPLOAD_CHUNK_BYTES,
                  fail_after: int | None = None) -> None:
         self._server_part_for = server_part_for  # callable(client_set) -> ServerPart
         self._parts: dict[frozenset, Any] = {}
@@ -461,13 +466,13 @@ class _InProcessCall:
         self.pushed = 0
         self.server_compute = 0.0
 
-    def chunks(self, name: str, tensor: Any) -> Iterable[Chunk]:
+    def chunks(self, name: str, tensor: Any) -> Iterable[UploadMessage]:
         from opss import wire
 
         for c in wire.iter_chunks(name, tensor, self.header.wire_dtype, self.t.chunk_bytes):
-            yield Chunk(len(c.data), c)
+            yield UploadMessage(len(c.data), c)
 
-    def push(self, chunk: Chunk) -> None:
+    def push(self, chunk: UploadMessage) -> None:
         import torch
 
         if self.t.fail_after is not None and self.pushed >= self.t.fail_after:

@@ -15,7 +15,6 @@ each tensor's time on the link, never double-counting an overlap.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 
 __all__ = ["Interval", "Timeline", "render_gantt"]
@@ -148,9 +147,6 @@ class Timeline:
             where=d.get("where", "local"),
             note=d.get("note", ""),
         )
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1)
 
 
 def _ms(x: float) -> str:

@@ -372,10 +372,6 @@ class ServerSession:
         self.ran: list[str] = []
 
     @property
-    def received(self) -> frozenset[str]:
-        return frozenset(c for c in self._have if c in self.part.inputs)
-
-    @property
     def done(self) -> bool:
         return self.part.graph.output_id in self._have
 

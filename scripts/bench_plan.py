@@ -20,11 +20,12 @@ Usage: ``python scripts/bench_plan.py [--models a,b] [--repeats 5] [--client-slo
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _bench import write_csv
 
 PRESET_LINKS = ("3g", "4g", "wifi")
 SWEEP_MBPS = (1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 })
         print(f"planned {model} ({len(graph)} vertices) over {len(links)} links", file=sys.stderr)
 
-    _write_csv(out / "bench_plan.csv", rows)
-    _write_csv(out / "bench_plan.summary.csv", summary)
+    write_csv(out / "bench_plan.csv", rows)
+    write_csv(out / "bench_plan.summary.csv", summary)
     table = _table([r for r in summary if r["link"] in PRESET_LINKS], args.rtt) + "\n\n" + _sweep_table(summary)
     (out / "bench_plan.md").write_text(table + "\n", encoding="utf-8")
     print(table)
@@ -116,14 +117,6 @@ def main(argv: list[str] | None = None) -> int:
           f"max {max(all_ms):.1f} ms; wrote {out}/bench_plan.csv, bench_plan.summary.csv, bench_plan.md, "
           f"bench_plan.png")
     return 0
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
 def _table(rows: list[dict], rtt: str) -> str:

@@ -17,7 +17,6 @@ Prints the tables and writes bench_server.codec.csv (codec), bench_server.csv
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import statistics
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import grpc
 import torch
+from _bench import write_csv
 
 from opss import models
 from opss.graph import capture
@@ -195,13 +195,6 @@ def _fmt(rows, cols) -> list[str]:
     return lines
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def _plot(path: Path, codec: list[dict], load: list[dict]) -> None:
     import matplotlib
 
@@ -243,7 +236,7 @@ def main(argv=None) -> int:
     codec = bench_codec([float(s) for s in args.sizes_mb.split(",")], args.repeats, args.seed)
     cols = list(codec[0])
     print("\n".join(_fmt(codec, cols)))
-    _write_csv(args.out / "bench_server.codec.csv", codec)
+    write_csv(args.out / "bench_server.codec.csv", codec)
 
     names = [m for m in args.models.split(",") if m]
     clients = [int(c) for c in args.clients.split(",")]
@@ -257,7 +250,7 @@ def main(argv=None) -> int:
         handle.stop(0)
     print()
     print("\n".join(_fmt(load, list(load[0]))))
-    _write_csv(args.out / "bench_server.csv", load)
+    write_csv(args.out / "bench_server.csv", load)
     _plot(args.out / "bench_server.png", codec, load)
     print(f"\nwrote {args.out}/bench_server.codec.csv, bench_server.csv, bench_server.png")
     return 0

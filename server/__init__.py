@@ -1,11 +1,11 @@
 """The OPSS server runtime (installed as ``opss.server``).
 
-``create_server(ServerConfig(...)) -> (grpc.Server, port)`` runs a server
-in-process; ``build_server`` returns the full :class:`OpssServer` handle;
+``build_server(ServerConfig(...))`` runs a server in-process and returns its
+:class:`OpssServer` handle (gRPC server, port, servicer, store, health);
 ``opss-server`` (``opss.server.cli:main``, also ``python -m opss.server``) is the command.
 """
 
-from .app import OpssServer, build_server, create_server
+from .app import OpssServer, build_server
 from .config import DEFAULT_MODELS, ServerConfig
 
-__all__ = ["DEFAULT_MODELS", "OpssServer", "ServerConfig", "build_server", "create_server"]
+__all__ = ["DEFAULT_MODELS", "OpssServer", "ServerConfig", "build_server"]

@@ -1,7 +1,7 @@
 """Building and running an OPSS server in-process.
 
-``create_server(config) -> (grpc.Server, port)`` is what tests and the demo use;
-:func:`build_server` returns an :class:`OpssServer` handle that also exposes the
+:func:`build_server` starts a ready server for a :class:`ServerConfig` and returns an
+:class:`OpssServer` handle: the gRPC server, its port (port 0 → the chosen one), the
 servicer, the model store and the health servicer.
 """
 
@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .auth import TokenAuthInterceptor
 from .config import ServerConfig
-from .servicer import SERVICE, OpssServicer
+from .servicer import SERVICE, InferenceServicer
 from .store import ModelStore, resolve_device
 
 log = logging.getLogger("opss.server")
@@ -32,7 +32,7 @@ class OpssServer:
     server: grpc.Server
     port: int
     config: ServerConfig
-    servicer: OpssServicer
+    servicer: InferenceServicer
     store: ModelStore
     health: health.HealthServicer
 
@@ -59,7 +59,7 @@ def build_server(config: ServerConfig) -> OpssServer:
     """
     device = resolve_device(config.device)
     store = ModelStore(config, device)
-    servicer = OpssServicer(config, store)
+    servicer = InferenceServicer(config, store)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -95,9 +95,3 @@ def build_server(config: ServerConfig) -> OpssServer:
     log.info("serving %d models on %s (%s) after %.1f s", len(store.models), device,
              ", ".join(store.models), time.perf_counter() - t0)
     return OpssServer(server, port, config, servicer, store, health_servicer)
-
-
-def create_server(config: ServerConfig) -> tuple[grpc.Server, int]:
-    """Start a ready server for ``config``; returns ``(server, port)`` (port 0 → the chosen one)."""
-    handle = build_server(config)
-    return handle.server, handle.port

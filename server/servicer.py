@@ -127,8 +127,12 @@ class _CallLog:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class OpssServicer:
-    """Serves Infer, Probe and ListModels from a :class:`ModelStore`."""
+class InferenceServicer:
+    """Serves Infer, Probe and ListModels from a :class:`ModelStore`.
+
+    It registers its own handlers (:meth:`handlers`, with size-checking deserializers)
+    instead of subclassing the generated ``opss_pb2_grpc.OpssServicer``.
+    """
 
     def __init__(self, config: ServerConfig, store: ModelStore) -> None:
         self.config = config

@@ -190,11 +190,6 @@ class ModelStore:
                 loaded.hashes[key] = cached
         return cached
 
-    @property
-    def cached_parts(self) -> int:
-        with self._parts_lock:
-            return len(self._parts)
-
 
 def _ancestors_closure(graph, cut: Sequence[str]) -> frozenset[str]:
     unknown = [c for c in cut if c not in graph]

@@ -14,12 +14,7 @@ from opss.cli import main
 from opss.graph import capture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_graph_report_and_json(tmp_path, capsys):

@@ -24,13 +24,7 @@ ZOO = models.names()
 RANDOM_PARTITIONS = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convs on a shared 2-core box: one intra-op thread is ~10x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_topological_order(graph, vertices, rng):

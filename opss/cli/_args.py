@@ -36,12 +36,26 @@ def nonneg_int(text: str) -> int:
     return _int_at_least(text, 0, "an integer >= 0")
 
 
-def slowdown(text: str) -> float:
-    """A client slowdown factor: finite and >= 1 (1 = as fast as this machine)."""
+def _factor_above(text: str, low: float, *, inclusive: bool) -> float:
+    bound = f"{'>=' if inclusive else '>'} {low:g}"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a factor >= 1, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 1.0):
-        raise argparse.ArgumentTypeError(f"expected a finite factor >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a factor {bound}, got {text!r}") from None
+    if not (math.isfinite(value) and (value >= low if inclusive else value > low)):
+        raise argparse.ArgumentTypeError(f"expected a finite factor {bound}, got {text!r}")
     return value
+
+
+def slowdown(text: str) -> float:
+    """A paced client's slowdown factor: finite and >= 1 (1 = as fast as this machine).
+
+    Pacing only adds time, so it cannot make a client faster than its profile.
+    """
+    return _factor_above(text, 1.0, inclusive=True)
+
+
+def modelled_slowdown(text: str) -> float:
+    """A slowdown that only scales a profile's times (``opss plan``): finite and > 0,
+    so a client faster than the profiled machine (< 1) can be modelled too."""
+    return _factor_above(text, 0.0, inclusive=False)

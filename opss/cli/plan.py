@@ -12,23 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
+from opss.cli._args import modelled_slowdown
 from opss.errors import LinkModelError
 from opss.plan import STRATEGIES
 
 STRATEGY_CHOICES = ("all", *STRATEGIES)
-
-
-def _slowdown(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a factor > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite factor > 0, got {text!r}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -50,7 +40,7 @@ def register(subparsers) -> None:
     parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default="all", help="default all")
     parser.add_argument("--granularity", choices=("layer", "block"), default="layer",
                         help="plan over layers (default) or blocks (costs summed from the layer profile)")
-    parser.add_argument("--client-slowdown", type=_slowdown, default=1.0, metavar="X",
+    parser.add_argument("--client-slowdown", type=modelled_slowdown, default=1.0, metavar="X",
                         help="multiply the client profile's times by X (model a Pi-class client "
                              "from a PC profile; default 1.0)")
     parser.add_argument("--method", default="auto",

@@ -1,6 +1,6 @@
 """``opss schedule FILE...``: schedule instance files, one JSON line per file.
 
-Contract (ARCHITECTURE.md): each FILE holds ``{"nodes": [{"id", "f", "g"}, ...],
+Contract (docs/architecture.md): each FILE holds ``{"nodes": [{"id", "f", "g"}, ...],
 "edges": [[u, v], ...]}``; for each, in input order, one line
 ``{"instance": FILE, "method", "order", "makespan", "optimal", "lower_bound", "seconds"}``
 goes to stdout. ``-`` reads an instance from stdin.

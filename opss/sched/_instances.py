@@ -64,7 +64,7 @@ def demo_instance() -> SchedGraph:
 
 
 def tree_counterexample() -> SchedGraph:
-    """ARCHITECTURE.md's tree on which Algorithm 3 is not optimal (30 vs 28.001)."""
+    """docs/architecture.md's tree on which Algorithm 3 is not optimal (30 vs 28.001)."""
     return SchedGraph(
         [("a", 2, 0), ("b", 9, 0), ("e", 9, 6), ("c", 1, 3), ("d", 1.001, 6)],
         [("a", "b"), ("a", "e"), ("b", "c"), ("b", "d")],

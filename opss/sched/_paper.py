@@ -1,7 +1,7 @@
 """The seed paper's heuristics, faithful to its pseudo-code: Algorithms 2+1, 3+4 and 5.
 
 None of them is optimal in general (the paper's Theorem 1 claims Algorithm 3
-is optimal on trees; ARCHITECTURE.md gives a counterexample), so their
+is optimal on trees; docs/architecture.md gives a counterexample), so their
 results are marked ``optimal`` only when the makespan meets the lower bound.
 """
 
@@ -166,7 +166,7 @@ def tree_merge_schedule(graph: SchedGraph) -> ScheduleResult:
     later comparisons — the reported makespan is recomputed exactly).
     Line 12 returns the root's list, flattened.
 
-    This is a heuristic: it is not optimal on all trees (see ARCHITECTURE.md).
+    This is a heuristic: it is not optimal on all trees (see docs/architecture.md).
     A forest is scheduled under a zero-cost virtual root (dropped from the
     output). Raises InvalidGraphError on a node with 2+ predecessors.
     """

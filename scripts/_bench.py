@@ -1,0 +1,16 @@
+"""Helpers shared by the benchmark drivers in this folder (run as ``python scripts/bench_*.py``,
+so this folder is on ``sys.path`` and they import it as ``_bench``)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` (dicts with the same keys, in column order) to ``path``; floats to 6 significant digits."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
