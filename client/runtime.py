@@ -29,10 +29,13 @@ import queue
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from opss.client.throttle import TokenBucket
 from opss.client.timeline import Interval, Timeline
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = [
     "Call",
@@ -300,89 +303,120 @@ def run_inference(
             return run_inference(ex, x, transport, throttle=throttle, timeout=timeout, request_id=request_id,
                                  wire_dtype=wire_dtype, skip_reason=skip_reason, slowdown=slowdown, pace=pace,
                                  threads=own)
-    import torch
-
-    split = ex.split
-    cut = ex.cut
-    note = ""
-    call: Call | None = None
     t0 = time.perf_counter()
-    t_open = 0.0  # when the call was opened: the origin of the server's arrival times
-    if not ex.local:
-        if skip_reason is not None:
-            note = skip_reason
-        elif transport is None:
-            note = "no server configured"
-        else:
-            header = CallHeader(
-                request_id=request_id,
-                model=ex.model_name,
-                fingerprint=ex.fingerprint,
-                client_set=tuple(split.client_set),
-                cut=cut,
-                wire_dtype=wire_dtype,
-                graph_hash=ex.graph_hash,
-            )
-            t_open = time.perf_counter() - t0
-            try:
-                call = transport.open(header, timeout)
-            except CallFailed as exc:
-                note = exc.reason
+    call, note, t_open = _open_call(ex, transport, t0, timeout=timeout, request_id=request_id,
+                                    wire_dtype=wire_dtype, skip_reason=skip_reason)
     # t=0 of the timeline is the start of computation (opening a call is not counted
     # separately: with gRPC it is non-blocking)
-    q: queue.Queue = queue.Queue(maxsize=len(cut) + 1)
+    q: queue.Queue = queue.Queue(maxsize=len(ex.cut) + 1)
     sender = _Sender(call, q, t0, throttle) if call is not None else None
     sending = threads.send.submit(sender.run) if sender is not None else None
+    computed, compute, compute_error = threads.compute.submit(
+        _compute_client_part, ex, x, q if sender is not None else None, t0, slowdown, pace).result()
+    if compute_error is not None:  # re-raised in the caller's thread
+        if call is not None:
+            call.cancel()
+        raise compute_error
+    end = _wait_or_fall_back(ex, call, sender, sending, computed, note, t0)
+    total = time.perf_counter() - t0
+    # the sender is done (or never ran) here: its list is complete
+    uploads = (reconcile_uploads(sender.uploads, end.server.get("arrivals"), t_open, end.t_reply)
+               if sender is not None else ())
+    tl = Timeline(strategy=ex.strategy, compute=tuple(compute), upload=uploads, server=end.server,
+                  sent_at=end.sent_at, reply_at=total, total=total, where=end.where, note=end.note)
+    return RunResult(output=end.output, timeline=tl)
+
+
+def _open_call(ex: Execution, transport: Transport | None, t0: float, *, timeout: float | None,
+               request_id: str, wire_dtype: str, skip_reason: str | None) -> tuple[Call | None, str, float]:
+    """Open the ``Infer`` call of a cooperative run: ``(call or None, why there is none,
+    when it was opened in timeline seconds)``; the opening time is the origin of the
+    server's arrival times."""
+    if ex.local:
+        return None, "", 0.0
+    if skip_reason is not None:
+        return None, skip_reason, 0.0
+    if transport is None:
+        return None, "no server configured", 0.0
+    header = CallHeader(
+        request_id=request_id,
+        model=ex.model_name,
+        fingerprint=ex.fingerprint,
+        client_set=tuple(ex.split.client_set),
+        cut=ex.cut,
+        wire_dtype=wire_dtype,
+        graph_hash=ex.graph_hash,
+    )
+    t_open = time.perf_counter() - t0
+    try:
+        return transport.open(header, timeout), "", t_open
+    except CallFailed as exc:
+        return None, exc.reason, t_open
+
+
+def _compute_client_part(ex: Execution, x: Any, q: queue.Queue | None, t0: float, slowdown: float,
+                         pace: Mapping[str, float] | None) -> tuple[dict[str, Any], list[Interval],
+                                                                    BaseException | None]:
+    """The compute thread: run the client part in ``ex.order``, queue the cut tensors
+    for upload on ``q`` (None: nothing is uploaded) as they are made (``ex.overlap``) or
+    at the end. ``(cut tensors, compute intervals, the error that stopped it or None)``."""
+    import torch
 
     computed: dict[str, Any] = {}
     compute: list[Interval] = []
-    compute_error: list[BaseException] = []
-
-    def compute_thread() -> None:
-        try:
-            with torch.inference_mode():
-                last = time.perf_counter() - t0
-                ideal = last  # the emulated slower client's clock (slowdown > 1)
-                for step in split.client.steps(x, order=ex.order):
+    try:
+        with torch.inference_mode():
+            last = time.perf_counter() - t0
+            ideal = last  # the emulated slower client's clock (slowdown > 1)
+            for step in ex.split.client.steps(x, order=ex.order):
+                now = time.perf_counter() - t0
+                if pace is not None or slowdown > 1.0:
+                    # sleep to where the emulated client would be; keeping the ideal clock (not
+                    # the woken-up time) makes one sleep's overshoot shorten the next
+                    ideal = max(ideal + pace[step.node], now) if pace is not None \
+                        else ideal + slowdown * (now - last)
+                    while (left := ideal - (time.perf_counter() - t0)) > 0:
+                        time.sleep(left)
                     now = time.perf_counter() - t0
-                    if pace is not None or slowdown > 1.0:
-                        # sleep to where the emulated client would be; keeping the ideal clock (not
-                        # the woken-up time) makes one sleep's overshoot shorten the next
-                        ideal = max(ideal + pace[step.node], now) if pace is not None \
-                            else ideal + slowdown * (now - last)
-                        while (left := ideal - (time.perf_counter() - t0)) > 0:
-                            time.sleep(left)
-                        now = time.perf_counter() - t0
-                    compute.append(Interval("compute", step.node, last, now))
-                    last = now
-                    for name, tensor in step.cut_outputs.items():
-                        computed[name] = tensor
-                        if sender is not None and ex.overlap:
-                            q.put((name, tensor))
-                if sender is not None and not ex.overlap:
-                    for name in cut:
-                        q.put((name, computed[name]))
-        except BaseException as exc:  # re-raised in the caller's thread
-            compute_error.append(exc)
-        finally:
-            if sender is not None:
-                q.put(_END)
+                compute.append(Interval("compute", step.node, last, now))
+                last = now
+                for name, tensor in step.cut_outputs.items():
+                    computed[name] = tensor
+                    if q is not None and ex.overlap:
+                        q.put((name, tensor))
+            if q is not None and not ex.overlap:
+                for name in ex.cut:
+                    q.put((name, computed[name]))
+    except BaseException as exc:
+        return computed, compute, exc
+    finally:
+        if q is not None:
+            q.put(_END)
+    return computed, compute, None
 
-    threads.compute.submit(compute_thread).result()
-    if compute_error:
-        if call is not None:
-            call.cancel()
-        raise compute_error[0]
 
-    server_timings: dict = {}
-    arrivals = None
-    t_reply = 0.0
-    sent_at = 0.0
-    where = "local" if ex.local else "cooperative"
-    output = None
-    if ex.local:
-        output = computed[cut[0]]  # local only: the cut is the model output
-    elif call is not None:
+class _Ending(NamedTuple):
+    """How a run ended: the output, where it was computed, the note on why it fell
+    back, the server's timings, when the upload ended and when the reply came."""
+
+    output: Any
+    where: str
+    note: str
+    server: dict
+    sent_at: float
+    t_reply: float
+
+
+def _wait_or_fall_back(ex: Execution, call: Call | None, sender: _Sender | None, sending: Future | None,
+                       computed: Mapping[str, Any], note: str, t0: float) -> _Ending:
+    """Wait for the upload and the reply; without one (no call, the upload or the call
+    failed) finish locally: the server part runs on the client from the cut tensors
+    it already has, so the result is always delivered."""
+    import torch
+
+    reply: Reply | None = None
+    sent_at = t_reply = 0.0
+    if call is not None:
         sending.result()
         sent_at = time.perf_counter() - t0
         if sender.error is not None:
@@ -392,31 +426,16 @@ def run_inference(
             try:
                 reply = call.finish()
                 t_reply = time.perf_counter() - t0
-                output = reply.output
-                server_timings = dict(reply.server)
-                arrivals = server_timings.get("arrivals")
             except CallFailed as exc:
                 note = exc.reason
-    if output is None:
-        # finish locally from the cut tensors the client already has
-        where = "fallback"
-        with torch.inference_mode():
-            output = split.server.run({name: computed[name] for name in cut})
-    total = time.perf_counter() - t0
-    # the sender is done (or never ran) here: its list is complete
-    uploads = reconcile_uploads(sender.uploads, arrivals, t_open, t_reply) if sender is not None else ()
-    tl = Timeline(
-        strategy=ex.strategy,
-        compute=tuple(compute),
-        upload=uploads,
-        server=server_timings,
-        sent_at=sent_at,
-        reply_at=total,
-        total=total,
-        where=where,
-        note=note,
-    )
-    return RunResult(output=output, timeline=tl)
+    # local only: the cut is the model output
+    output = computed[ex.cut[0]] if ex.local else (reply.output if reply is not None else None)
+    server = dict(reply.server) if reply is not None else {}
+    if output is not None:
+        return _Ending(output, "local" if ex.local else "cooperative", note, server, sent_at, t_reply)
+    with torch.inference_mode():
+        output = ex.split.server.run({name: computed[name] for name in ex.cut})
+    return _Ending(output, "fallback", note, server, sent_at, t_reply)
 
 
 class InProcessTransport:

@@ -44,7 +44,7 @@ import time
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.fx as fx
@@ -232,7 +232,7 @@ class LayerGraph:
                     f"cannot expand {b!r}: expected a block of {self.model!r}, "
                     f"got a name that is not one (blocks: {sorted(known)[:8]}...)"
                 )
-        return _assemble(
+        return _group_into_vertices(
             self.model,
             self.granularity,
             self.gm,
@@ -399,6 +399,23 @@ def capture(
         block_types = _spec_block_types(name)
     start = time.perf_counter()
     work = copy.deepcopy(model).eval()
+    gm = _trace(work, label, clear_inplace_ops)
+    prop = _run_example(gm, label, example_input)
+    info = _fx_infos(gm, prop)
+    modules = dict(work.named_modules())
+    block_of = _choose_blocks(gm, info, modules, block_types)
+    if granularity == "layer":
+        expanded = frozenset(b for b in block_of.values() if b is not None)
+    else:
+        expanded = frozenset()
+    seconds = time.perf_counter() - start
+    graph = _group_into_vertices(label, granularity, gm, info, block_of, expanded, fuse, seconds, modules)
+    object.__setattr__(graph, "capture_seconds", time.perf_counter() - start)
+    return graph
+
+
+def _trace(work: nn.Module, label: str, clear_inplace_ops: bool) -> fx.GraphModule:
+    """``work`` traced with fx, in eval mode, in-place ops cleared; it must take one input."""
     try:
         gm = fx.symbolic_trace(work)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
@@ -415,6 +432,11 @@ def capture(
             f"model {label!r}: expected exactly one tensor input, got {len(placeholders)} "
             f"({[n.name for n in placeholders]})"
         )
+    return gm
+
+
+def _run_example(gm: fx.GraphModule, label: str, example_input: torch.Tensor) -> _ShapeProp:
+    """Run ``gm`` once on the example, recording every node; the output must be one tensor."""
     prop = _ShapeProp(gm)
     try:
         with torch.no_grad():
@@ -430,7 +452,11 @@ def capture(
         raise CaptureError(
             f"model {label!r}: expected a single tensor output, got {type(out).__name__}"
         )
+    return prop
 
+
+def _fx_infos(gm: fx.GraphModule, prop: _ShapeProp) -> dict[str, _FxInfo]:
+    """What the run learned about each fx node (all but the output node)."""
     info: dict[str, _FxInfo] = {}
     for i, n in enumerate(gm.graph.nodes):
         if n.op == "output":
@@ -449,16 +475,7 @@ def capture(
             const=prop.const[n.name],
             is_tensor=is_tensor,
         )
-    modules = dict(work.named_modules())
-    block_of = _choose_blocks(gm, info, modules, block_types)
-    if granularity == "layer":
-        expanded = frozenset(b for b in block_of.values() if b is not None)
-    else:
-        expanded = frozenset()
-    seconds = time.perf_counter() - start
-    graph = _assemble(label, granularity, gm, info, block_of, expanded, fuse, seconds, modules)
-    object.__setattr__(graph, "capture_seconds", time.perf_counter() - start)
-    return graph
+    return info
 
 
 def _spec_block_types(name: str) -> Sequence[type] | None:
@@ -523,7 +540,7 @@ def _choose_blocks(
                 level[name] += 1
 
 
-def _assemble(
+def _group_into_vertices(
     label: str,
     granularity: str,
     gm: fx.GraphModule,
@@ -534,6 +551,12 @@ def _assemble(
     seconds: float,
     modules: dict[str, nn.Module],
 ) -> LayerGraph:
+    """Group the input-dependent fx nodes of ``gm`` into vertices and build the graph.
+
+    Seams, in order: membership (blocks not in ``expanded`` are vertices, the
+    rest are layer nodes), non-tensor values inlined into their readers,
+    fusion of cheap followers onto the op before them (``fuse``), each
+    vertex's output fx node, the edges, a topological order."""
     nodes = [n for n in gm.graph.nodes if n.op != "output" and not info[n.name].const]
     byname = {n.name: n for n in gm.graph.nodes}
     output_fx = next(n for n in gm.graph.nodes if n.op == "output")
@@ -541,10 +564,46 @@ def _assemble(
     if not isinstance(out_arg, fx.Node) or info[out_arg.name].const:
         raise CaptureError(f"model {label!r}: the output does not depend on the input")
 
-    def live_inputs(n: fx.Node) -> list[fx.Node]:
-        return [a for a in n.all_input_nodes if not info[a.name].const]
+    vertex_of, block_members = _block_membership(nodes, block_of, expanded)
+    reads = _inline_non_tensors(nodes, info, vertex_of, output_fx)
+    layer_nodes = [n for n in nodes if n.name not in vertex_of and n.name not in reads.inline]
+    fused_into = _fusion(layer_nodes, reads, byname, vertex_of, block_of, modules) if fuse else {}
+    layer_members = _layer_membership(layer_nodes, fused_into)
+    vertex_of.update((m, vid) for vid, mem in layer_members.items() for m in mem)
+    output_node = _vertex_outputs(layer_members, block_members, vertex_of, byname)
+    own = {**layer_members, **block_members}
+    edge_set = _edges(label, own, reads, vertex_of, output_node)
+    order = _vertex_order(label, {vid: info[mem[0]].index for vid, mem in own.items()}, edge_set)
+    pos = {v: i for i, v in enumerate(order)}
+    edges = tuple(sorted(edge_set, key=lambda e: (pos[e[1]], pos[e[0]])))
+    members_of = _members_with_inlined(own, reads, info)
+    vertices = tuple(
+        _vertex(vid, members_of[vid], info[output_node[vid]], byname, modules, vid in block_members)
+        for vid in order
+    )
+    return LayerGraph(
+        model=label,
+        granularity=granularity,
+        nodes=vertices,
+        edges=edges,
+        input_id=next(n.name for n in nodes if n.op == "placeholder"),
+        output_id=vertex_of[out_arg.name],
+        gm=gm,
+        output_node=output_node,
+        capture_seconds=seconds,
+        fuse=fuse,
+        expanded=expanded,
+        _info=info,
+        _block_of=block_of,
+        _modules=modules,
+    )
 
-    # vertex membership
+
+def _block_membership(
+    nodes: list[fx.Node], block_of: dict[str, str | None], expanded: frozenset[str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``(vertex of each fx node in a block vertex, members of each block vertex)``:
+    the nodes of every block not in ``expanded``, in fx order."""
     vertex_of: dict[str, str] = {}
     block_members: dict[str, list[str]] = {}
     for n in nodes:
@@ -552,21 +611,37 @@ def _assemble(
         if b is not None and b not in expanded:
             vertex_of[n.name] = b
             block_members.setdefault(b, []).append(n.name)
+    return vertex_of, block_members
 
-    # Non-tensor values outside blocks (x.size(0), the tuple of torch.chunk) are
-    # not vertices: every vertex that reads one recomputes it from its tensor
-    # inputs (cheap metadata/view ops), so every cut carries exactly one tensor.
+
+class _Reads(NamedTuple):
+    """Who reads what once the non-tensor values outside blocks are inlined."""
+
+    inline: set[str]  # the inlined (non-tensor) fx nodes
+    inputs: dict[str, tuple[str, ...]]  # tensor nodes each node reads, through inlined ones
+    deps: dict[str, tuple[str, ...]]  # inlined nodes each node needs, transitively
+    users: dict[str, set[str]]  # the non-inlined readers (or the output node) of each node
+
+
+def _inline_non_tensors(
+    nodes: list[fx.Node], info: dict[str, _FxInfo], vertex_of: dict[str, str], output_fx: fx.Node
+) -> _Reads:
+    """Non-tensor values outside blocks (x.size(0), the tuple of torch.chunk) are
+    not vertices: every vertex that reads one recomputes it from its tensor
+    inputs (cheap metadata/view ops), so every cut carries exactly one tensor."""
     inline = {
         n.name
         for n in nodes
         if n.name not in vertex_of and n.op != "placeholder" and not info[n.name].is_tensor
     }
-    eff_in: dict[str, tuple[str, ...]] = {}  # tensor nodes read, through inlined ones
-    deps: dict[str, tuple[str, ...]] = {}  # inlined nodes needed, transitively
+    eff_in: dict[str, tuple[str, ...]] = {}
+    deps: dict[str, tuple[str, ...]] = {}
     for n in nodes:  # fx order: inputs first
         ins: dict[str, None] = {}
         need: dict[str, None] = {}
-        for a in live_inputs(n):
+        for a in n.all_input_nodes:
+            if info[a.name].const:
+                continue
             if a.name in inline:
                 ins.update(dict.fromkeys(eff_in[a.name]))
                 need.update(dict.fromkeys(deps[a.name]))
@@ -579,41 +654,64 @@ def _assemble(
     for n in [*nodes, output_fx]:
         if n.name in inline:
             continue
-        readers = eff_in[n.name] if n is not output_fx else (out_arg.name,)
+        readers = eff_in[n.name] if n is not output_fx else (output_fx.args[0].name,)
         for a in readers:
             eff_users[a].add(n.name)
+    return _Reads(inline, eff_in, deps, eff_users)
 
-    # layer vertices: union chains
-    layer_nodes = [n for n in nodes if n.name not in vertex_of and n.name not in inline]
-    head: dict[str, str] = {}  # fx name -> vertex id (last member of its chain)
+
+def _fusion(
+    layer_nodes: list[fx.Node],
+    reads: _Reads,
+    byname: dict[str, fx.Node],
+    in_block: dict[str, str],
+    block_of: dict[str, str | None],
+    modules: dict[str, nn.Module],
+) -> dict[str, str]:
+    """``{n: v}`` where layer node ``v`` folds onto ``n``: ``v`` is ``n``'s only
+    reader, reads nothing else, lies in the same block (fusion never crosses a
+    block boundary) and is a cheap size-keeping op (:func:`_is_follower`)."""
     fused_into: dict[str, str] = {}
-    if fuse:
-        for n in layer_nodes:
-            if n.op == "placeholder":
-                continue
-            users = eff_users[n.name]
-            if len(users) != 1:
-                continue
-            v = byname[next(iter(users))]
-            if v.op in ("output", "placeholder") or v.name in vertex_of:
-                continue
-            if block_of.get(v.name) != block_of.get(n.name):
-                continue
-            if eff_in[v.name] != (n.name,) or not _is_follower(v, modules):
-                continue
-            fused_into[n.name] = v.name
+    for n in layer_nodes:
+        if n.op == "placeholder":
+            continue
+        users = reads.users[n.name]
+        if len(users) != 1:
+            continue
+        v = byname[next(iter(users))]
+        if v.op in ("output", "placeholder") or v.name in in_block:
+            continue
+        if block_of.get(v.name) != block_of.get(n.name):
+            continue
+        if reads.inputs[v.name] != (n.name,) or not _is_follower(v, modules):
+            continue
+        fused_into[n.name] = v.name
+    return fused_into
+
+
+def _layer_membership(layer_nodes: list[fx.Node], fused_into: dict[str, str]) -> dict[str, list[str]]:
+    """Members of each layer vertex: a chain of fused nodes is one vertex named
+    after its last member."""
+    head: dict[str, str] = {}  # fx name -> vertex id (last member of its chain)
     for n in reversed(layer_nodes):
         nxt = fused_into.get(n.name)
         head[n.name] = head[nxt] if nxt is not None else n.name
     layer_members: dict[str, list[str]] = {}
     for n in layer_nodes:
-        vertex_of[n.name] = head[n.name]
         layer_members.setdefault(head[n.name], []).append(n.name)
+    return layer_members
 
-    # each vertex's output fx node
-    output_node: dict[str, str] = {}
-    for vid, mem in layer_members.items():
-        output_node[vid] = vid
+
+def _vertex_outputs(
+    layer_members: dict[str, list[str]],
+    block_members: dict[str, list[str]],
+    vertex_of: dict[str, str],
+    byname: dict[str, fx.Node],
+) -> dict[str, str]:
+    """The fx node whose value is each vertex's output: a layer vertex's id (its
+    last member); a block's first member read from outside it (its last member
+    when none is)."""
+    output_node: dict[str, str] = {vid: vid for vid in layer_members}
     for b, mem in block_members.items():
         exports = [
             m
@@ -621,16 +719,22 @@ def _assemble(
             if any(u.op == "output" or vertex_of.get(u.name) != b for u in byname[m].users)
         ]
         output_node[b] = exports[0] if exports else mem[-1]
+    return output_node
 
-    # edges; members gain the inlined nodes they need
-    own = {**layer_members, **block_members}
-    members_of: dict[str, list[str]] = {}
+
+def _edges(
+    label: str,
+    own: dict[str, list[str]],
+    reads: _Reads,
+    vertex_of: dict[str, str],
+    output_node: dict[str, str],
+) -> dict[tuple[str, str], None]:
+    """The edges ``(u, v)`` (v reads u's output), in discovery order; reading
+    anything but another vertex's output is a :class:`CaptureError`."""
     edge_set: dict[tuple[str, str], None] = {}
     for vid, mem in own.items():
-        extra: dict[str, None] = {}
         for m in mem:
-            extra.update(dict.fromkeys(d for d in deps[m] if d not in mem))
-            for a in eff_in[m]:
+            for a in reads.inputs[m]:
                 u = vertex_of[a]
                 if u == vid:
                     continue
@@ -640,13 +744,15 @@ def _assemble(
                         f"{u!r}; expected only its output {output_node[u]!r}"
                     )
                 edge_set[(u, vid)] = None
-        members_of[vid] = sorted([*mem, *extra], key=lambda m: info[m].index)
+    return edge_set
 
-    # topological order (Kahn, ties by first own member position)
-    first = {vid: info[mem[0]].index for vid, mem in own.items()}
-    indeg = {vid: 0 for vid in members_of}
-    succ: dict[str, list[str]] = {vid: [] for vid in members_of}
-    for u, v in edge_set:
+
+def _vertex_order(label: str, first: dict[str, int], edges: Iterable[tuple[str, str]]) -> list[str]:
+    """The vertices (the keys of ``first``) in a topological order: Kahn's
+    algorithm, ties broken by ``first`` (each vertex's first fx position)."""
+    indeg = {vid: 0 for vid in first}
+    succ: dict[str, list[str]] = {vid: [] for vid in first}
+    for u, v in edges:
         indeg[v] += 1
         succ[u].append(v)
     heap = [(first[v], v) for v, d in indeg.items() if d == 0]
@@ -659,50 +765,49 @@ def _assemble(
             indeg[w] -= 1
             if indeg[w] == 0:
                 heapq.heappush(heap, (first[w], w))
-    if len(order) != len(members_of):
-        stuck = sorted(set(members_of) - set(order))[:5]
+    if len(order) != len(first):
+        stuck = sorted(set(first) - set(order))[:5]
         raise CaptureError(f"model {label!r}: grouping into blocks made a cycle through {stuck}")
-    pos = {v: i for i, v in enumerate(order)}
-    edges = tuple(sorted(edge_set, key=lambda e: (pos[e[1]], pos[e[0]])))
+    return order
 
-    vertices = []
-    for vid in order:
-        out = info[output_node[vid]]
-        mem = tuple(members_of[vid])
-        if vid in block_members:
-            mod = modules[vid]
-            op, module, target = "block", vid, f"{type(mod).__module__}.{type(mod).__qualname__}"
-        else:
-            fxn = byname[vid]
-            op, module, target = fxn.op, out.module, _target_name(fxn)
-        vertices.append(
-            LayerNode(
-                id=vid,
-                op=op,
-                module=module,
-                target=target,
-                shape=out.shape,
-                dtype=out.dtype,
-                bytes=out.bytes,
-                members=mem,
-            )
-        )
-    input_id = next(n.name for n in nodes if n.op == "placeholder")
-    return LayerGraph(
-        model=label,
-        granularity=granularity,
-        nodes=tuple(vertices),
-        edges=edges,
-        input_id=input_id,
-        output_id=vertex_of[out_arg.name],
-        gm=gm,
-        output_node=output_node,
-        capture_seconds=seconds,
-        fuse=fuse,
-        expanded=expanded,
-        _info=info,
-        _block_of=block_of,
-        _modules=modules,
+
+def _members_with_inlined(
+    own: dict[str, list[str]], reads: _Reads, info: dict[str, _FxInfo]
+) -> dict[str, list[str]]:
+    """Each vertex's members plus the inlined nodes they need, in fx order."""
+    members_of: dict[str, list[str]] = {}
+    for vid, mem in own.items():
+        extra: dict[str, None] = {}
+        for m in mem:
+            extra.update(dict.fromkeys(d for d in reads.deps[m] if d not in mem))
+        members_of[vid] = sorted([*mem, *extra], key=lambda m: info[m].index)
+    return members_of
+
+
+def _vertex(
+    vid: str,
+    members: list[str],
+    out: _FxInfo,
+    byname: dict[str, fx.Node],
+    modules: dict[str, nn.Module],
+    is_block: bool,
+) -> LayerNode:
+    """The :class:`LayerNode` of vertex ``vid``; ``out`` describes its output fx node."""
+    if is_block:
+        mod = modules[vid]
+        op, module, target = "block", vid, f"{type(mod).__module__}.{type(mod).__qualname__}"
+    else:
+        fxn = byname[vid]
+        op, module, target = fxn.op, out.module, _target_name(fxn)
+    return LayerNode(
+        id=vid,
+        op=op,
+        module=module,
+        target=target,
+        shape=out.shape,
+        dtype=out.dtype,
+        bytes=out.bytes,
+        members=tuple(members),
     )
 
 

@@ -42,8 +42,7 @@ from collections.abc import Mapping, Sequence
 
 from opss.errors import InvalidGraphError
 
-__all__ = ["MinCutProblem", "additive_cost", "best_prefix", "max_flow_min_cut", "max_flow_min_cut_scipy",
-           "min_cut_partition"]
+__all__ = ["MinCutProblem", "additive_cost", "best_prefix", "max_flow_min_cut", "min_cut_partition"]
 
 _EPS = 1e-12
 
@@ -58,6 +57,26 @@ def max_flow_min_cut(
     in the residual graph: the smallest minimum cut's source side.
     Iterative (no recursion), so deep DNN graphs are fine.
     """
+    head, to, cap, tol = _residual_graph(n, arcs)
+    flow = 0.0
+    while True:
+        level = _levels(n, head, to, cap, source, tol)
+        if level[sink] < 0:
+            break
+        it = [0] * n
+        while (pushed := _augment(head, to, cap, level, it, source, sink, tol)) is not None:
+            flow += pushed
+    # the last levels are those of the final residual graph: reached = the source side
+    return flow, {v for v in range(n) if level[v] >= 0}
+
+
+def _residual_graph(
+    n: int, arcs: Sequence[tuple[int, int, float]]
+) -> tuple[list[list[int]], list[int], list[float], float]:
+    """``(head, to, cap, tol)``: arc ``e`` goes to ``to[e]`` with residual ``cap[e]``,
+    its reverse is ``e ^ 1``; ``head[u]`` lists the arcs leaving ``u``. Infinite
+    capacities become more than all finite ones together; residuals at most
+    ``tol`` count as saturated."""
     head: list[list[int]] = [[] for _ in range(n)]
     to: list[int] = []
     cap: list[float] = []
@@ -75,95 +94,72 @@ def max_flow_min_cut(
         head[v].append(len(to))
         to.append(u)
         cap.append(0.0)
-    flow = 0.0
-    tol = _EPS * max(1.0, finite_total)
-    while True:
-        level = [-1] * n
-        level[source] = 0
-        q = deque([source])
-        while q:
-            u = q.popleft()
-            lu = level[u] + 1
-            for e in head[u]:
-                v = to[e]
-                if level[v] < 0 and cap[e] > tol:
-                    level[v] = lu
-                    q.append(v)
-        if level[sink] < 0:
-            break
-        it = [0] * n
-        # blocking flow: iterative DFS along level-increasing arcs
-        while True:
-            path: list[int] = []  # arc ids from the source
-            u = source
-            while u != sink:
-                adj = head[u]
-                i = it[u]
-                lu = level[u] + 1
-                while i < len(adj):
-                    e = adj[i]
-                    if cap[e] > tol and level[to[e]] == lu:
-                        break
-                    i += 1
-                it[u] = i
-                if i == len(adj):  # dead end: retreat
-                    if u == source:
-                        break
-                    level[u] = -1
-                    e = path.pop()
-                    u = to[e ^ 1]
-                    it[u] += 1
-                    continue
-                path.append(adj[i])
-                u = to[adj[i]]
-            if u != sink:
-                break
-            pushed = min(cap[e] for e in path)
-            for e in path:
-                cap[e] -= pushed
-                cap[e ^ 1] += pushed
-            flow += pushed
-    seen = {source}
+    return head, to, cap, _EPS * max(1.0, finite_total)
+
+
+def _levels(n: int, head: list[list[int]], to: list[int], cap: list[float], source: int,
+            tol: float) -> list[int]:
+    """BFS distance from ``source`` along unsaturated arcs (-1: not reached)."""
+    level = [-1] * n
+    level[source] = 0
     q = deque([source])
     while q:
         u = q.popleft()
+        lu = level[u] + 1
         for e in head[u]:
-            if cap[e] > tol and to[e] not in seen:
-                seen.add(to[e])
-                q.append(to[e])
-    return flow, seen
+            v = to[e]
+            if level[v] < 0 and cap[e] > tol:
+                level[v] = lu
+                q.append(v)
+    return level
+
+
+def _augment(head: list[list[int]], to: list[int], cap: list[float], level: list[int], it: list[int],
+             source: int, sink: int, tol: float) -> float | None:
+    """Push flow along one level-increasing source-sink path (iterative DFS from
+    the arc pointers ``it``, retreating from dead ends); the amount pushed, or
+    None when the blocking flow is complete."""
+    path: list[int] = []  # arc ids from the source
+    u = source
+    while u != sink:
+        adj = head[u]
+        i = it[u]
+        lu = level[u] + 1
+        while i < len(adj):
+            e = adj[i]
+            if cap[e] > tol and level[to[e]] == lu:
+                break
+            i += 1
+        it[u] = i
+        if i == len(adj):  # dead end: retreat
+            if u == source:
+                return None
+            level[u] = -1
+            e = path.pop()
+            u = to[e ^ 1]
+            it[u] += 1
+            continue
+        path.append(adj[i])
+        u = to[adj[i]]
+    pushed = min(cap[e] for e in path)
+    for e in path:
+        cap[e] -= pushed
+        cap[e ^ 1] += pushed
+    return pushed
 
 
 #: graphs with more nodes than this go to scipy's C implementation of Dinic
 SCIPY_MIN_NODES = 48
 
 
-def max_flow_min_cut_scipy(
-    n: int, arcs: Sequence[tuple[int, int, float]], source: int, sink: int
-) -> tuple[float, set[int]]:
-    """The same as :func:`max_flow_min_cut` with ``scipy.sparse.csgraph.maximum_flow``.
+def _scipy_cut(n, rows, cols, caps, is_inf, source: int, sink: int) -> set[int]:
+    """The source side of a minimum cut by ``scipy.sparse.csgraph.maximum_flow`` (Dinic, in C).
 
     scipy needs int32 capacities: they are scaled so that the finite ones sum
     to at most 2^28 units (``math.inf`` becomes 2^29 + 1, more than any finite
     cut), so each arc is rounded by at most ``total * 2^-29`` and a cut's
     cost by that times its arc count (relative error ~1e-7 at worst).
-    Returns the flow value (in the input's units) and the source side.
     """
-    import numpy as np
-
-    for _, _, c in arcs:
-        if c < 0 or c != c:
-            raise InvalidGraphError(f"arc capacity: expected a value >= 0, got {c!r}")
-    rows = np.array([a[0] for a in arcs], dtype=np.int32)
-    cols = np.array([a[1] for a in arcs], dtype=np.int32)
-    caps = np.array([a[2] for a in arcs], dtype=np.float64)
-    is_inf = np.isinf(caps)
-    side = _scipy_cut(n, rows, cols, caps, is_inf, source, sink)
-    value = float(sum(c for u, w, c in arcs if u in side and w not in side))
-    return value, side
-
-
-def _scipy_cut(n, rows, cols, caps, is_inf, source: int, sink: int) -> set[int]:
     import numpy as np
     import scipy.sparse as sp
     from scipy.sparse.csgraph import breadth_first_order, maximum_flow

@@ -404,19 +404,11 @@ def measure_profile(
 ) -> Profile:
     """Time every vertex of ``model``'s layer graph on ``device`` (see the module docstring)."""
     import torch
-    import torch.fx as fx
     from tqdm import tqdm
 
     from opss import models
 
-    if method not in METHODS:
-        raise ProfileError(f"method: expected one of {METHODS}, got {method!r}")
-    if repeats < 1 or warmup < 0:
-        raise ProfileError(f"repeats/warmup: expected repeats >= 1 and warmup >= 0, got {repeats}/{warmup}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProfileError("device 'cuda': expected a CUDA device, got none on this machine")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ProfileError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    _check_measure_args(device, repeats, warmup, method)
     spec = models.get_spec(model)
     shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_shape)
     net = module if module is not None else models.get_model(model)
@@ -428,133 +420,150 @@ def measure_profile(
         gm = lg.gm.to(dev)
         net_dev = net.to(dev)
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
-        cuda = dev.type == "cuda"
-
-        def sync() -> None:
-            if cuda:
-                torch.cuda.synchronize(dev)
-
-        vertex_of = {m: n.id for n in lg.nodes for m in n.members}
-        samples: dict[str, list[float]] = {n.id: [] for n in lg.nodes}
-        fx_samples: dict[str, list[float]] = {m: [] for m in vertex_of}
-        unattributed: list[float] = []
-
-        class _Timer(fx.Interpreter):
-            def __init__(self, module: fx.GraphModule) -> None:
-                super().__init__(module)
-                self.times: dict[str, float] = {}
-
-            def run_node(self, n: fx.Node) -> Any:
-                if n.op in ("placeholder", "output"):
-                    return super().run_node(n)
-                if method == "profiler":
-                    with torch.profiler.record_function(f"opss::{n.name}"):
-                        return super().run_node(n)
-                sync()
-                t0 = time.perf_counter()
-                out = super().run_node(n)
-                sync()
-                self.times[n.name] = time.perf_counter() - t0
-                return out
-
-        def one_run() -> dict[str, float]:
-            interp = _Timer(gm)
-            if method == "interpreter":
-                with torch.no_grad():
-                    interp.run(x)
-                return interp.times
-            from torch.profiler import ProfilerActivity, profile
-
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-            with profile(activities=acts) as prof, torch.no_grad():
-                interp.run(x)
-            times: dict[str, float] = {}
-            for ev in prof.events():
-                if ev.name.startswith("opss::"):
-                    us = ev.cpu_time_total + (getattr(ev, "device_time_total", 0) if cuda else 0)
-                    times[ev.name[6:]] = times.get(ev.name[6:], 0.0) + us * 1e-6
-            return times
-
-        def one_forward() -> float:
-            with torch.no_grad():
-                sync()
-                t0 = time.perf_counter()
-                net_dev(x)
-                sync()
-                return time.perf_counter() - t0
-
-        # every run times the graph node by node and then the eager model once, interleaved,
-        # so both see the same machine load (the end-to-end reference of bench_profile)
-        total = warmup + repeats
-        e2e: list[float] = []
-        bar = tqdm(total=total, desc=f"profiling {model} on {device} ({threads}t)", unit="run",
+        bar = tqdm(total=warmup + repeats, desc=f"profiling {model} on {device} ({threads}t)", unit="run",
                    file=sys.stderr, disable=not progress, leave=False)
         try:
-            for i in range(total):
-                times = one_run()
-                forward = one_forward()
-                bar.update(1)
-                if i < warmup:
-                    continue
-                e2e.append(forward)
-                per_vertex = dict.fromkeys(samples, 0.0)
-                extra = 0.0
-                for name, t in times.items():
-                    v = vertex_of.get(name)
-                    if v is None:
-                        extra += t
-                    else:
-                        per_vertex[v] += t
-                        fx_samples[name].append(t)
-                for v, t in per_vertex.items():
-                    samples[v].append(t)
-                unattributed.append(extra)
+            _warm_up(gm, net_dev, x, method, dev, warmup, bar)
+            runs = _timing_loop(gm, net_dev, x, method, dev, repeats, bar)
         finally:
             bar.close()
-        tag = _tag_for(device, threads)
-        vertices = {
-            n.id: VertexStats(
-                median=statistics.median(samples[n.id]),
-                p10=_percentile(samples[n.id], 0.1),
-                p90=_percentile(samples[n.id], 0.9),
-                bytes=int(n.bytes),
-                members=tuple(n.members),
-                mean=statistics.fmean(samples[n.id]),
-            )
-            for n in lg.nodes
-        }
-        run_total = statistics.median(math.fsum(samples[v][i] for v in samples) for i in range(repeats))
-        sum_medians = math.fsum(st.median for st in vertices.values())
-        # placeholders are not timed: they cost nothing
-        fx_medians = {m: statistics.median(ts) if ts else 0.0 for m, ts in fx_samples.items()}
-        sum_fx = math.fsum(fx_medians.values())
-        meta = {
-            "device": device,
-            "device_description": (torch.cuda.get_device_name(dev) if cuda
-                                   else f"{cpu_description()} ({os.cpu_count()} cores)"),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": threads,
-            "input_shape": list(shape),
-            "granularity": "layer",
-            "arch_hash": graph_hash(lg),
-            "fingerprint": models.fingerprint(net),
-            "method": method,
-            "repeats": repeats,
-            "warmup": warmup,
-            "end_to_end_median": statistics.median(e2e),
-            "run_total_median": run_total,
-            "sum_of_medians": sum_medians,
-            "load_scale": run_total / sum_medians if sum_medians > 0 else 1.0,
-            "fx_load_scale": run_total / sum_fx if sum_fx > 0 else 1.0,
-            "end_to_end_p10": _percentile(e2e, 0.1),
-            "end_to_end_p90": _percentile(e2e, 0.9),
-            "unattributed_median": statistics.median(unattributed) if unattributed else 0.0,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "python": platform.python_version(),
-        }
+        return _profile_from_runs(model, lg, net, runs, device=device, threads=threads, shape=shape,
+                                  method=method, repeats=repeats, warmup=warmup)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _check_measure_args(device: str, repeats: int, warmup: int, method: str) -> None:
+    import torch
+
+    if method not in METHODS:
+        raise ProfileError(f"method: expected one of {METHODS}, got {method!r}")
+    if repeats < 1 or warmup < 0:
+        raise ProfileError(f"repeats/warmup: expected repeats >= 1 and warmup >= 0, got {repeats}/{warmup}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProfileError("device 'cuda': expected a CUDA device, got none on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ProfileError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+
+
+# Every run times the graph node by node and then the eager model once, interleaved, so
+# both see the same machine load (the end-to-end reference of bench_profile).
+def _warm_up(gm: Any, net: Any, x: Any, method: str, dev: Any, warmup: int, bar: Any) -> None:
+    """``warmup`` runs whose times are dropped."""
+    from opss._profile_timer import time_forward, time_graph
+
+    for _ in range(warmup):
+        time_graph(gm, x, method, dev)
+        time_forward(net, x, dev)
+        bar.update(1)
+
+
+def _timing_loop(gm: Any, net: Any, x: Any, method: str, dev: Any, repeats: int,
+                 bar: Any) -> list[tuple[dict[str, float], float]]:
+    """``repeats`` timed runs: ``(seconds per fx node, eager forward seconds)`` each."""
+    from opss._profile_timer import time_forward, time_graph
+
+    runs = []
+    for _ in range(repeats):
+        times = time_graph(gm, x, method, dev)
+        forward = time_forward(net, x, dev)
+        bar.update(1)
+        runs.append((times, forward))
+    return runs
+
+
+@dataclass
+class _Samples:
+    """The timed runs, sorted: per vertex (its members' sum), per fx member, the time of
+    nodes outside every vertex (constants) and the eager forward, one entry per run."""
+
+    vertex: dict[str, list[float]]
+    fx: dict[str, list[float]]
+    unattributed: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, lg: Any, runs: list[tuple[dict[str, float], float]]) -> _Samples:
+        vertex_of = {m: n.id for n in lg.nodes for m in n.members}
+        out = cls({n.id: [] for n in lg.nodes}, {m: [] for m in vertex_of})
+        for times, forward in runs:
+            out.e2e.append(forward)
+            per_vertex = dict.fromkeys(out.vertex, 0.0)
+            extra = 0.0
+            for name, t in times.items():
+                v = vertex_of.get(name)
+                if v is None:
+                    extra += t
+                else:
+                    per_vertex[v] += t
+                    out.fx[name].append(t)
+            for v, t in per_vertex.items():
+                out.vertex[v].append(t)
+            out.unattributed.append(extra)
+        return out
+
+
+def _calibration(samples: _Samples, vertices: Mapping[str, VertexStats], fx_medians: Mapping[str, float],
+                 repeats: int) -> dict[str, float]:
+    """The load scales (see the module docstring) and the end-to-end reference, in the
+    order the table's metadata lists them; placeholders are not timed: they cost nothing."""
+    run_total = statistics.median(
+        math.fsum(samples.vertex[v][i] for v in samples.vertex) for i in range(repeats))
+    sum_medians = math.fsum(st.median for st in vertices.values())
+    sum_fx = math.fsum(fx_medians.values())
+    e2e = samples.e2e
+    return {
+        "end_to_end_median": statistics.median(e2e),
+        "run_total_median": run_total,
+        "sum_of_medians": sum_medians,
+        "load_scale": run_total / sum_medians if sum_medians > 0 else 1.0,
+        "fx_load_scale": run_total / sum_fx if sum_fx > 0 else 1.0,
+        "end_to_end_p10": _percentile(e2e, 0.1),
+        "end_to_end_p90": _percentile(e2e, 0.9),
+        "unattributed_median": statistics.median(samples.unattributed) if samples.unattributed else 0.0,
+    }
+
+
+def _profile_from_runs(model: str, lg: Any, net: Any, runs: list[tuple[dict[str, float], float]], *,
+                       device: str, threads: int, shape: tuple[int, ...], method: str, repeats: int,
+                       warmup: int) -> Profile:
+    """The table: per-vertex statistics, per-fx-node medians and the metadata."""
+    import torch
+
+    from opss import models
+
+    samples = _Samples.of(lg, runs)
+    vertices = {
+        n.id: VertexStats(
+            median=statistics.median(samples.vertex[n.id]),
+            p10=_percentile(samples.vertex[n.id], 0.1),
+            p90=_percentile(samples.vertex[n.id], 0.9),
+            bytes=int(n.bytes),
+            members=tuple(n.members),
+            mean=statistics.fmean(samples.vertex[n.id]),
+        )
+        for n in lg.nodes
+    }
+    fx_medians = {m: statistics.median(ts) if ts else 0.0 for m, ts in samples.fx.items()}
+    meta = {
+        "device": device,
+        "device_description": (torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda")
+                               else f"{cpu_description()} ({os.cpu_count()} cores)"),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "input_shape": list(shape),
+        "granularity": "layer",
+        "arch_hash": graph_hash(lg),
+        "fingerprint": models.fingerprint(net),
+        "method": method,
+        "repeats": repeats,
+        "warmup": warmup,
+        **_calibration(samples, vertices, fx_medians, repeats),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+    }
+    tag = _tag_for(device, threads)
     return Profile(model=model, device_tag=tag, meta=meta, vertices=vertices, fx_medians=fx_medians)
 
 

@@ -287,6 +287,31 @@ class InferenceServicer:
         first = next(request_iterator, None)
         t0 = time.perf_counter()
         open_unix = time.time()
+        op, granularity, wire = self._validate_open(first, rec)
+        part, cut = self.store.server_part(op.model, granularity, tuple(op.client_set),
+                                           tuple(op.cut))
+        setup_s = time.perf_counter() - t0
+        reassembler = Reassembler(part.inputs, wire)
+        worker = _ComputeWorker(part.session(), self.device, self._compute, t0)
+        try:
+            tensors, first_byte, last_byte = _receive(request_iterator, reassembler, worker, t0, rec)
+            reassembler.finish()
+            worker.close()
+        finally:
+            worker.stop()
+        output = worker.result()
+        timings = _server_timings(tensors, open_unix=open_unix, first_byte=first_byte,
+                                  last_byte=last_byte, reply=time.perf_counter() - t0,
+                                  setup=setup_s, bytes_in=reassembler.bytes_received)
+        rec.timings.update(setup=setup_s, first_byte=timings.first_byte_s,
+                           last_byte=timings.last_byte_s, queue=timings.queue_s,
+                           compute=timings.compute_s, overlap=timings.overlap_s,
+                           reply=timings.reply_s)
+        return opss_pb2.InferReply(request_id=rec.request_id, output=tensor_to_proto(output),
+                                   timings=timings, device=str(self.device), cut=cut)
+
+    def _validate_open(self, first, rec: _CallLog) -> tuple[opss_pb2.InferOpen, str, str]:
+        """Check the call's first message, the ``open``: ``(open, granularity, wire dtype)``."""
         if first is None:
             raise WireError("empty Infer stream: expected an `open` message first, got nothing")
         if isinstance(first, Undecodable):
@@ -317,62 +342,60 @@ class InferenceServicer:
                 f"model {op.model!r}: {granularity} graphs differ: expected graph hash "
                 f"{self.store.graph_hash(loaded, granularity)}, got {op.graph_hash} (capture the "
                 f"model with name={op.model!r} at input shape {list(loaded.input_shape)})")
-        part, cut = self.store.server_part(op.model, granularity, tuple(op.client_set),
-                                           tuple(op.cut))
-        setup_s = time.perf_counter() - t0
-        reassembler = Reassembler(part.inputs, wire)
-        worker = _ComputeWorker(part.session(), self.device, self._compute, t0)
-        arrivals: dict[str, _Arrival] = {}
-        order: list[str] = []
-        first_byte = last_byte = None
-        try:
-            for msg in request_iterator:
-                now = time.perf_counter() - t0
-                if isinstance(msg, Undecodable):
-                    msg.raise_()
-                if msg.WhichOneof("kind") != "chunk":
-                    raise WireError(f"Infer stream: expected tensor chunks after `open`, got "
-                                    f"{msg.WhichOneof('kind') or 'an empty message'}")
-                chunk = chunk_from_proto(msg.chunk)
-                if reassembler.in_progress is None:  # first chunk of a new tensor
-                    a = _Arrival(chunk.name, first_byte_s=now)
-                done = reassembler.add(chunk)  # validates before buffering
-                if a.chunks == 0:
-                    arrivals[chunk.name] = a
-                    order.append(chunk.name)
-                a.bytes += len(chunk.data)
-                a.chunks += 1
-                rec.bytes_in = reassembler.bytes_received
-                first_byte = now if first_byte is None else first_byte
-                last_byte = now
-                if done is not None:
-                    a.last_byte_s = now
-                    worker.submit(done[0], done[1], a)
-                worker.check()
-            reassembler.finish()
-            worker.close()
-        finally:
-            worker.stop()
-        output = worker.result()
-        t_reply = time.perf_counter() - t0
-        last_byte = last_byte or 0.0
-        compute = sum(arrivals[n].compute_s for n in order)
-        overlap = sum(max(0.0, min(a.compute_start_s + a.compute_s, last_byte) - a.compute_start_s)
-                      for a in (arrivals[n] for n in order))
-        timings = opss_pb2.ServerTimings(
-            open_unix_s=open_unix, first_byte_s=first_byte or 0.0, last_byte_s=last_byte,
-            queue_s=sum(arrivals[n].queue_s for n in order), compute_s=compute, overlap_s=overlap,
-            reply_s=t_reply, setup_s=setup_s, bytes_in=reassembler.bytes_received)
-        for n in order:
-            a = arrivals[n]
-            timings.tensors.add(name=a.name, bytes=a.bytes, chunks=a.chunks,
-                                first_byte_s=a.first_byte_s, last_byte_s=a.last_byte_s,
-                                compute_start_s=a.compute_start_s, compute_s=a.compute_s,
-                                queue_s=a.queue_s, vertices_run=a.vertices_run)
-        rec.timings.update(setup=setup_s, first_byte=timings.first_byte_s, last_byte=last_byte,
-                           queue=timings.queue_s, compute=compute, overlap=overlap, reply=t_reply)
-        return opss_pb2.InferReply(request_id=rec.request_id, output=tensor_to_proto(output),
-                                   timings=timings, device=str(self.device), cut=cut)
+        return op, granularity, wire
+
+
+def _receive(request_iterator, reassembler: Reassembler, worker: _ComputeWorker, t0: float,
+             rec: _CallLog) -> tuple[list[_Arrival], float | None, float | None]:
+    """Read the tensor chunks after ``open``, handing each completed tensor to ``worker``:
+    ``(arrival of each tensor in arrival order, first byte, last byte)``, seconds after ``t0``."""
+    arrivals: dict[str, _Arrival] = {}
+    order: list[str] = []
+    first_byte = last_byte = None
+    for msg in request_iterator:
+        now = time.perf_counter() - t0
+        if isinstance(msg, Undecodable):
+            msg.raise_()
+        if msg.WhichOneof("kind") != "chunk":
+            raise WireError(f"Infer stream: expected tensor chunks after `open`, got "
+                            f"{msg.WhichOneof('kind') or 'an empty message'}")
+        chunk = chunk_from_proto(msg.chunk)
+        if reassembler.in_progress is None:  # first chunk of a new tensor
+            a = _Arrival(chunk.name, first_byte_s=now)
+        done = reassembler.add(chunk)  # validates before buffering
+        if a.chunks == 0:
+            arrivals[chunk.name] = a
+            order.append(chunk.name)
+        a.bytes += len(chunk.data)
+        a.chunks += 1
+        rec.bytes_in = reassembler.bytes_received
+        first_byte = now if first_byte is None else first_byte
+        last_byte = now
+        if done is not None:
+            a.last_byte_s = now
+            worker.submit(done[0], done[1], a)
+        worker.check()
+    return [arrivals[n] for n in order], first_byte, last_byte
+
+
+def _server_timings(tensors: list[_Arrival], *, open_unix: float, first_byte: float | None,
+                    last_byte: float | None, reply: float, setup: float,
+                    bytes_in: int) -> opss_pb2.ServerTimings:
+    """The reply's timings: totals over the tensors and one entry per tensor."""
+    last_byte = last_byte or 0.0
+    compute = sum(a.compute_s for a in tensors)
+    overlap = sum(max(0.0, min(a.compute_start_s + a.compute_s, last_byte) - a.compute_start_s)
+                  for a in tensors)
+    timings = opss_pb2.ServerTimings(
+        open_unix_s=open_unix, first_byte_s=first_byte or 0.0, last_byte_s=last_byte,
+        queue_s=sum(a.queue_s for a in tensors), compute_s=compute, overlap_s=overlap,
+        reply_s=reply, setup_s=setup, bytes_in=bytes_in)
+    for a in tensors:
+        timings.tensors.add(name=a.name, bytes=a.bytes, chunks=a.chunks,
+                            first_byte_s=a.first_byte_s, last_byte_s=a.last_byte_s,
+                            compute_start_s=a.compute_start_s, compute_s=a.compute_s,
+                            queue_s=a.queue_s, vertices_run=a.vertices_run)
+    return timings
 
 
 class _ComputeWorker:
