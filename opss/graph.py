@@ -36,7 +36,6 @@ afterwards (see ``opss.split``). The model passed in is never modified.
 from __future__ import annotations
 
 import copy
-import heapq
 import inspect
 import operator
 import os
@@ -51,7 +50,7 @@ import torch.fx as fx
 from torch import nn
 
 from opss.dag import Dag
-from opss.errors import CaptureError, PartitionError
+from opss.errors import CaptureError, InvalidGraphError, PartitionError
 
 __all__ = ["LayerGraph", "LayerNode", "capture", "clear_inplace"]
 
@@ -748,27 +747,12 @@ def _edges(
 
 
 def _vertex_order(label: str, first: dict[str, int], edges: Iterable[tuple[str, str]]) -> list[str]:
-    """The vertices (the keys of ``first``) in a topological order: Kahn's
-    algorithm, ties broken by ``first`` (each vertex's first fx position)."""
-    indeg = {vid: 0 for vid in first}
-    succ: dict[str, list[str]] = {vid: [] for vid in first}
-    for u, v in edges:
-        indeg[v] += 1
-        succ[u].append(v)
-    heap = [(first[v], v) for v, d in indeg.items() if d == 0]
-    heapq.heapify(heap)
-    order: list[str] = []
-    while heap:
-        _, v = heapq.heappop(heap)
-        order.append(v)
-        for w in succ[v]:
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                heapq.heappush(heap, (first[w], w))
-    if len(order) != len(first):
-        stuck = sorted(set(first) - set(order))[:5]
-        raise CaptureError(f"model {label!r}: grouping into blocks made a cycle through {stuck}")
-    return order
+    """The vertices (the keys of ``first``) in a topological order: the DAG core's
+    Kahn's algorithm, ties broken by ``first`` (each vertex's first fx position)."""
+    try:
+        return list(Dag(sorted(first, key=first.__getitem__), edges).topo)
+    except InvalidGraphError as exc:
+        raise CaptureError(f"model {label!r}: grouping into blocks made a {exc}") from None
 
 
 def _members_with_inlined(
