@@ -12,8 +12,8 @@ under ``opss/``, ``client/`` and ``server/`` (generated stubs included):
   back into the same file is no stop; the first entry, from this script into
   ``client/session.py``, is one);
 - captures: calls of ``opss/graph.py:capture``; beside it the model builds
-  (``get_model``), spec lookups (``get_spec``), weight fingerprints and graph
-  hashes;
+  (``get_model``, and ``build_model`` where it exists: ``get_model`` calls it),
+  spec lookups (``get_spec``), weight fingerprints and graph hashes;
 - distinct stops: the different (caller file:function -> callee file:function)
   pairs among them (a loop over the vertices repeats one stop);
 - the stops that land in ``opss/models/`` and in ``opss/profile.py``.
@@ -26,7 +26,7 @@ Module-level code that an import runs during the construction is left out
 (that is importing, not the walk). ``--walk`` prints every stop in order.
 
     .venv/bin/python scripts/trace_startup.py [--model resnet18] [--small] [--strategy opss]
-                                              [--link auto] [--walk]
+                                              [--link wifi] [--walk]
 
 Without ``--small`` the client's profiles come from the committed tables
 (``profiles/``), as ``opss-client`` does; with it they are measured fresh.
@@ -47,7 +47,8 @@ PLANNER = "opss/plan.py"
 #: (file, function) pairs reported by name beside the totals
 WATCHED = (
     ("captures", "opss/graph.py", "capture"),
-    ("model builds", "opss/models/__init__.py", "get_model"),
+    ("get_model calls", "opss/models/__init__.py", "get_model"),
+    ("build_model calls", "opss/models/__init__.py", "build_model"),
     ("spec lookups", "opss/models/__init__.py", "get_spec"),
     ("fingerprints", "opss/models/__init__.py", "fingerprint"),
     ("graph hashes", "opss/profile.py", "graph_hash"),
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="resnet18", help="zoo name (default resnet18)")
     p.add_argument("--small", action="store_true", help="small test input on both sides (fresh client profile)")
     p.add_argument("--strategy", default="opss", help="the session's strategy (default opss)")
-    p.add_argument("--link", default="auto", help="link spec (default auto: probed over loopback)")
+    p.add_argument("--link", default="wifi",
+                   help="link spec (default wifi, fixed; auto probes over loopback, a number of probes that varies)")
     p.add_argument("--walk", action="store_true", help="print every stop in order")
     args = p.parse_args(argv)
 
