@@ -2,9 +2,11 @@
 
 :class:`ClientSession` is what ``opss-client`` and the demo drive. Startup:
 
-1. build the model (zoo name or ``package.module:factory``, optional weights),
-   capture its layer graph at the input shape, load or build the client
-   profile (progress bar on stderr);
+1. resolve the model once (:func:`opss.models.resolve_model`: the zoo name or
+   ``package.module:factory``, optional weights, its layer graph captured at
+   the input shape), or take the :class:`~opss.models.ResolvedModel` handed
+   in; load or build the client profile of that object (progress bar on
+   stderr); nothing below looks the name up or captures again;
 2. unless the strategy is ``lo`` (which never touches the network): ask the
    server for its models (``ListModels``), check that it serves this model
    with the same fingerprint and input shape, and take its per-vertex server
@@ -178,6 +180,8 @@ def _say(out: TextIO | None, msg: str) -> None:
 class ClientSession:
     """Profile, connect, probe and plan at construction; :meth:`run` runs one inference.
 
+    ``resolved`` is the config's model already resolved (:func:`opss.models.resolve_model`;
+    default: resolved here, once, from ``config.model``, ``small``, ``seed`` and ``weights``).
     ``transport`` overrides the gRPC transport (tests use
     :class:`~opss.client.runtime.InProcessTransport`); ``client_profile`` /
     ``server_profile`` (``{vertex id: seconds}`` or Profile) skip the lookups.
@@ -188,35 +192,21 @@ class ClientSession:
         self,
         config: ClientConfig,
         *,
+        resolved: Any = None,
         transport: Any = None,
         client_profile: Any = None,
         server_profile: Any = None,
         out: TextIO | None = sys.stdout,
         err: TextIO | None = sys.stderr,
     ) -> None:
-        import torch
-
-        from opss import models
-        from opss.graph import capture
         from opss.latency import PlanGraph
         from opss.link import LinkEstimator
 
         self.config = cfg = config
         self.out = out
         self.err = err
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        spec = models.get_spec(cfg.model)
-        self.spec = spec
-        self.input_shape = tuple(spec.test_input_shape if cfg.small else spec.input_shape)
-        self.model = models.get_model(cfg.model, seed=cfg.seed, weights=cfg.weights)
-        self.fingerprint = models.fingerprint(self.model)
-        example = torch.randn(self.input_shape, generator=torch.Generator().manual_seed(cfg.seed))
-        self.graph = capture(self.model, example, "layer", name=cfg.model)
+        self.resolved = self._resolve(resolved)
         self.plan_graph = PlanGraph.from_layer_graph(self.graph)
-        from opss.profile import graph_hash
-
-        self.graph_hash = graph_hash(self.graph)
         self.throttle = TokenBucket(cfg.throttle) if cfg.throttle else None
         self.backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
         self._splits: dict[frozenset, Any] = {}
@@ -230,55 +220,104 @@ class ClientSession:
         self.server_profile = server_profile
         self.strategies = tuple(dict.fromkeys((cfg.strategy, *cfg.also_plan)))
         self.strategy = cfg.strategy
-        needs_server = any(name != "lo" for name in self.strategies)
-        if needs_server and self.transport is None:
-            if not cfg.server:
-                raise OpssError(f"strategy {self.strategy!r} needs a server: expected --server HOST:PORT, got none")
-            from opss.client.grpc_transport import GrpcTransport
-
-            self.transport = GrpcTransport(cfg.server, token=cfg.token)
-        if needs_server:
-            self._connect()
+        self._reach_server()
         if self.server_profile is None:
             self.server_profile = self._fallback_server_profile()
-        # pace=True with a slowdown: every client vertex takes exactly slowdown x its profiled
-        # time (trace-driven emulation, immune to this machine's load); else real compute x slowdown
-        self.pace = None
-        if cfg.pace and cfg.client_slowdown > 1.0:
-            costs = (self.client_profile.costs_for(self.plan_graph) if hasattr(self.client_profile, "costs_for")
-                     else dict(self.client_profile))
-            self.pace = {v: cfg.client_slowdown * float(t) for v, t in costs.items()}
+        self.pace = self._pace()
         self.link = self._link()
         self.estimator = LinkEstimator(self.link, threshold=cfg.drift_threshold, window=16, min_samples=3)
         self.plans: dict[str, Any] = {}
         self.executions: dict[str, Execution] = {}
         self._replan(self.link)
 
+    # ---- the resolved model -------------------------------------------------------------
+    @property
+    def spec(self) -> Any:
+        return self.resolved.spec
+
+    @property
+    def model(self) -> Any:
+        """The full model (nn.Module, eval mode)."""
+        return self.resolved.module
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.resolved.input_shape
+
+    @property
+    def fingerprint(self) -> str:
+        return self.resolved.fingerprint
+
+    @property
+    def graph(self) -> Any:
+        """The model's layer graph (:class:`opss.graph.LayerGraph`)."""
+        return self.resolved.graph
+
+    @property
+    def graph_hash(self) -> str:
+        return self.resolved.graph_hash
+
     # ---- startup ------------------------------------------------------------------------
+    def _resolve(self, resolved: Any) -> Any:
+        """Set torch's threads, then the config's model: ``resolved`` or resolved here."""
+        import torch
+
+        from opss.models import resolve_model
+
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if resolved is None:
+            return resolve_model(cfg.model, small=cfg.small, seed=cfg.seed, weights=cfg.weights)
+        if resolved.name != cfg.model:
+            raise OpssError(f"resolved model: expected the config's {cfg.model!r}, got {resolved.name!r}")
+        return resolved
+
     def _client_profile(self) -> Any:
         from opss.profile import load_or_build_profile, measure_profile
 
-        cfg = self.config
+        cfg, rm = self.config, self.resolved
         if cfg.small or cfg.fresh_profile:
             # the small shape is for tests and quick demos, a fresh profile for benchmarks that
             # must match this machine's load now: measured here, never stored over the
             # committed tables
             _say(self.err, f"opss-client: measuring a fresh profile of {cfg.model} at {list(self.input_shape)}")
-            return measure_profile(cfg.model, device="cpu", threads=cfg.threads, repeats=5 if cfg.small else 10,
-                                   warmup=1 if cfg.small else 2,
-                                   input_shape=self.input_shape, progress=cfg.progress, module=self.model,
-                                   graph=self.graph)
-        return load_or_build_profile(cfg.model, role="client", threads=cfg.threads, input_shape=self.input_shape,
-                                     progress=cfg.progress, graph=self.graph, module=self.model, stream=self.err)
+            return measure_profile(rm.name, device="cpu", threads=cfg.threads, repeats=5 if cfg.small else 10,
+                                   warmup=1 if cfg.small else 2, input_shape=rm.input_shape,
+                                   progress=cfg.progress, module=rm.module, graph=rm.graph)
+        return load_or_build_profile(rm, role="client", threads=cfg.threads, progress=cfg.progress,
+                                     stream=self.err)
+
+    def _reach_server(self) -> None:
+        """Open the transport (unless given) and check the server, when a strategy needs one."""
+        if all(name == "lo" for name in self.strategies):
+            return
+        cfg = self.config
+        if self.transport is None:
+            if not cfg.server:
+                raise OpssError(f"strategy {self.strategy!r} needs a server: expected --server HOST:PORT, got none")
+            from opss.client.grpc_transport import GrpcTransport
+
+            self.transport = GrpcTransport(cfg.server, token=cfg.token)
+        self._connect()
+
+    def _pace(self) -> dict[str, float] | None:
+        """With ``pace`` and a slowdown: each client vertex's time, slowdown x its profiled time
+        (trace-driven emulation, immune to this machine's load); else None (real compute x slowdown)."""
+        cfg = self.config
+        if not (cfg.pace and cfg.client_slowdown > 1.0):
+            return None
+        costs = (self.client_profile.costs_for(self.plan_graph) if hasattr(self.client_profile, "costs_for")
+                 else dict(self.client_profile))
+        return {v: cfg.client_slowdown * float(t) for v, t in costs.items()}
 
     def _fallback_server_profile(self) -> Any:
         from opss.profile import load_or_build_profile
 
         if not self.config.small:
             try:
-                prof = load_or_build_profile(self.config.model, role="server", input_shape=self.input_shape,
-                                             build_missing=False, progress=False, graph=self.graph,
-                                             module=self.model, stream=self.err)
+                prof = load_or_build_profile(self.resolved, role="server", build_missing=False, progress=False,
+                                             stream=self.err)
                 _say(self.out, f"server times: from the stored server profile {prof.device_tag}")
                 return prof
             except OpssError:

@@ -111,6 +111,7 @@ __all__ = [
     "capture_model",
     "cpu_description",
     "default_profiles_root",
+    "device_settings",
     "device_tag",
     "graph_hash",
     "load_or_build_profile",
@@ -340,19 +341,24 @@ def graph_hash(graph: Any) -> str:
     return h.hexdigest()
 
 
-def capture_model(model: str, granularity: str = "layer", input_shape: tuple[int, ...] | None = None,
+def capture_model(model: Any, granularity: str = "layer", input_shape: tuple[int, ...] | None = None,
                   module: Any = None) -> Any:
-    """Capture zoo model ``model`` (or the given ``module``) at its input shape."""
-    import torch
+    """The graph of ``model`` at ``granularity``.
 
+    ``model`` is an :class:`opss.models.ResolvedModel` (its own layer graph, no
+    capture; another granularity captures its module) or a zoo name, captured
+    here at its input shape (or ``input_shape``), built unless ``module`` is given.
+    """
+    from opss.models import ResolvedModel, capture_at, check_resolved
+
+    if isinstance(model, ResolvedModel):
+        check_resolved(model, input_shape=input_shape, module=module)
+        return model.capture(granularity)
     from opss import models
-    from opss.graph import capture
 
     spec = models.get_spec(model)
-    shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_shape)
-    m = module if module is not None else models.get_model(model)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    return capture(m, x, granularity, name=model)
+    net = module if module is not None else models.build_model(spec)
+    return capture_at(spec, net, spec.shape(given=input_shape), granularity)
 
 
 def role_settings(role: str) -> tuple[str, int]:
@@ -367,6 +373,17 @@ def role_settings(role: str) -> tuple[str, int]:
             return "cuda", 1
         return "cpu", max(1, (os.cpu_count() or 1) // 2)
     raise ProfileError(f"role: expected 'client' or 'server', got {role!r}")
+
+
+def device_settings(role: str | None = "client", device: str | None = None,
+                    threads: int | None = None) -> tuple[str, int, str]:
+    """``(device, threads, device tag)``: the role's defaults (:func:`role_settings`; no role:
+    this CPU, 1 thread) with ``device``/``threads`` overriding them (another device than the
+    role's runs 1 thread unless told). Raises :class:`ProfileError` for a CUDA device that is absent."""
+    r_dev, r_threads = role_settings(role) if role is not None else ("cpu", 1)
+    device = device or r_dev
+    threads = threads or (r_threads if device == r_dev else 1)
+    return device, threads, _tag_for(device, threads)
 
 
 def _tag_for(device: str, threads: int) -> str:
@@ -583,7 +600,7 @@ def _mismatches(prof: Profile, *, arch: str, shape: tuple[int, ...], torch_versi
 
 
 def load_or_build_profile(
-    model: str,
+    model: Any,
     *,
     role: str | None = "client",
     device: str | None = None,
@@ -601,51 +618,64 @@ def load_or_build_profile(
 ) -> Profile:
     """The stored profile of ``model`` for this device, built when missing (module docstring).
 
-    ``role`` ("client"/"server") picks the default device and threads;
-    explicit ``device``/``threads`` override it. Messages go to ``stream``
-    (stderr by default).
+    ``model`` is an :class:`opss.models.ResolvedModel` (its shape, layer graph
+    and module are used as they are) or a zoo name, looked up here only as far as
+    needed: ``input_shape``, ``graph`` (its layer graph) and ``module`` stand in
+    for what the caller already holds, and a stored table captures the model only
+    when no graph is given. ``role`` ("client"/"server") picks the default device
+    and threads; explicit ``device``/``threads`` override it
+    (:func:`device_settings`). Messages go to ``stream`` (stderr by default).
     """
-    import torch
-
-    from opss import models
-
     out = stream if stream is not None else sys.stderr
-    r_dev, r_threads = role_settings(role) if role is not None else ("cpu", 1)
-    device = device or r_dev
-    threads = threads or (r_threads if device == r_dev else 1)
-    spec = models.get_spec(model)
-    shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_shape)
-    tag = _tag_for(device, threads)
-    path = profile_path(model, tag, root)
-    net = module
-    lg = graph
+    name, shape, graph, module = _profile_subject(model, input_shape, graph, module)
+    device, threads, tag = device_settings(role, device, threads)
+    path = profile_path(name, tag, root)
     if path.exists() and not force:
         prof = load_profile(path)
-        if lg is None:
-            net = net if net is not None else models.get_model(model)
-            lg = capture_model(model, "layer", shape, module=net)
-        structural, env = _mismatches(prof, arch=graph_hash(lg), shape=shape, torch_version=torch.__version__,
-                                      threads=threads)
-        if not structural and not env:
-            return prof
-        if structural:
-            raise ProfileError(
-                f"profile {str(path)!r} does not match {model!r}: {'; '.join(structural)}; "
-                f"rebuild it with `opss profile --model {model} --force`"
-            )
-        print(f"opss: warning: profile {path} was made with a different environment ({'; '.join(env)}); "
-              f"using it anyway (rebuild with `opss profile --model {model} --force`)", file=out)
-        return prof
+        arch = getattr(model, "graph_hash", None) or graph_hash(  # a ResolvedModel carries its hash
+            graph if graph is not None else capture_model(name, "layer", shape, module=module))
+        return _checked_stored(prof, path, name, arch=arch, shape=shape, threads=threads, out=out)
     if path.exists():
         print(f"opss: rebuilding profile {path} (--force)", file=out)
     elif not build_missing:
-        raise ProfileError(f"no profile for {model!r} on {tag}: expected {str(path)!r}; "
-                           f"run `opss profile --model {model}`")
+        raise ProfileError(f"no profile for {name!r} on {tag}: expected {str(path)!r}; "
+                           f"run `opss profile --model {name}`")
     else:
-        print(f"opss: no profile for {model!r} on {tag}; measuring it now ({warmup} warm-up + {repeats} runs)",
+        print(f"opss: no profile for {name!r} on {tag}; measuring it now ({warmup} warm-up + {repeats} runs)",
               file=out)
-    prof = measure_profile(model, device=device, threads=threads, repeats=repeats, warmup=warmup,
-                           input_shape=shape, progress=progress, module=net, graph=lg)
+    prof = measure_profile(name, device=device, threads=threads, repeats=repeats, warmup=warmup,
+                           input_shape=shape, progress=progress, module=module, graph=graph)
     prof.save(path)
     print(f"opss: wrote {path}", file=out)
+    return prof
+
+
+def _profile_subject(model: Any, input_shape: tuple[int, ...] | None, graph: Any,
+                     module: Any) -> tuple[str, tuple[int, ...], Any, Any]:
+    """``(name, input shape, layer graph or None, module or None)`` of a ResolvedModel or a name."""
+    from opss.models import ResolvedModel, check_resolved
+
+    if isinstance(model, ResolvedModel):
+        if input_shape is not None or graph is not None or module is not None:
+            check_resolved(model, input_shape=input_shape, module=module, graph=graph)
+        return model.name, model.input_shape, model.graph, model.module
+    from opss import models
+
+    return model, models.get_spec(model).shape(given=input_shape), graph, module
+
+
+def _checked_stored(prof: Profile, path: Path, name: str, *, arch: str, shape: tuple[int, ...], threads: int,
+                    out: TextIO) -> Profile:
+    """A stored profile when it fits the model (warning when only the environment differs)."""
+    import torch
+
+    structural, env = _mismatches(prof, arch=arch, shape=shape, torch_version=torch.__version__, threads=threads)
+    if structural:
+        raise ProfileError(
+            f"profile {str(path)!r} does not match {name!r}: {'; '.join(structural)}; "
+            f"rebuild it with `opss profile --model {name} --force`"
+        )
+    if env:
+        print(f"opss: warning: profile {path} was made with a different environment ({'; '.join(env)}); "
+              f"using it anyway (rebuild with `opss profile --model {name} --force`)", file=out)
     return prof

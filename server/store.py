@@ -85,12 +85,10 @@ class ModelStore:
 
         spec = models.get_spec(name)
         # a weights file is read by the zoo with torch.load(weights_only=True), from local disk
-        model = models.get_model(name, seed=self.config.seed, weights=self.config.weights.get(name))
-        model.eval()
+        model = models.build_model(spec, seed=self.config.seed, weights=self.config.weights.get(name))
         # The client computes its fingerprint on the CPU copy: do the same, before moving.
         fp = models.fingerprint(model)
-        shape = self.config.input_shapes.get(name) or tuple(
-            spec.test_input_shape if self.config.small else spec.input_shape)
+        shape = spec.shape(self.config.small, self.config.input_shapes.get(name) or None)
         gen = torch.Generator().manual_seed(self.config.seed)
         example = torch.randn(tuple(shape), generator=gen)
         model = model.to(self.device)

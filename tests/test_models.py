@@ -156,3 +156,13 @@ def test_full_resolution_forward(name):
     with torch.no_grad():
         y = m(x)
     assert y.shape[0] == 1 and torch.isfinite(y).all()
+
+
+def test_spec_shape_and_build_model_from_a_spec():
+    spec = models.get_spec("randwire")
+    assert spec.shape() == spec.input_shape and spec.shape(small=True) == (1, 3, 16, 16)
+    assert spec.shape(True, given=[1, 3, 8, 8]) == (1, 3, 8, 8)
+    assert models.example_input("randwire", small=True).shape == spec.shape(True)
+    built = models.build_model(spec, seed=4)
+    assert not built.training
+    assert models.fingerprint(built) == models.fingerprint(models.get_model("randwire", seed=4))

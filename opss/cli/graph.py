@@ -68,19 +68,18 @@ def smallest_cut_client(graph) -> tuple[str, frozenset[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from opss import models
-    from opss.graph import capture
     from opss.split import cut_points
 
     spec = models.get_spec(args.model)
-    model = models.get_model(args.model, seed=args.seed, weights=args.weights)
-    x = models.example_input(args.model, small=args.small, seed=args.seed)
-    graph = capture(model, x, args.granularity, name=args.model)
+    model = models.build_model(spec, seed=args.seed, weights=args.weights)
+    shape = spec.shape(args.small)
+    graph = models.capture_at(spec, model, shape, args.granularity, seed=args.seed)
 
     largest = max(graph.nodes, key=lambda n: n.bytes)
     smallest = min(graph.nodes, key=lambda n: n.bytes)
     v, client = smallest_cut_client(graph)
     cut = cut_points(graph, client)
-    print(f"model: {graph.model}  granularity: {graph.granularity}  input: {tuple(x.shape)}")
+    print(f"model: {graph.model}  granularity: {graph.granularity}  input: {shape}")
     if spec.description:
         print(f"description: {spec.description}")
     print(f"vertices: {len(graph.nodes)}  edges: {len(graph.edges)}  structure: {graph.structure()}")

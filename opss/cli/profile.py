@@ -43,42 +43,33 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from opss import models
-    from opss.profile import (
-        load_or_build_profile,
-        measure_profile,
-        profile_path,
-        role_settings,
-    )
+    from opss.profile import device_settings, load_or_build_profile, measure_profile, profile_path
 
-    if args.model == "all":
-        names = models.names()
-    else:
-        names = [n.strip() for n in args.model.split(",") if n.strip()]
-    for name in names:
-        models.get_spec(name)  # unknown names fail before any work
-    dev, thr = role_settings(args.role)
-    device = args.device or dev
-    threads = args.threads or (thr if device == dev else 1)
-    for name in names:
+    names = models.names() if args.model == "all" else [n.strip() for n in args.model.split(",") if n.strip()]
+    specs = [models.get_spec(name) for name in names]  # unknown names fail before any work
+    device, threads, _ = device_settings(args.role, args.device, args.threads)  # so does a missing GPU
+    for spec in specs:
+        rm = models.resolve_model(spec)  # built and captured once, handed to the profiler
         if args.method == "interpreter":
             prof = load_or_build_profile(
-                name, role=args.role, device=device, threads=threads, root=args.profiles_dir,
+                rm, role=args.role, device=device, threads=threads, root=args.profiles_dir,
                 force=args.force, repeats=args.repeats, warmup=args.warmup, progress=not args.quiet,
             )
         else:
-            prof = measure_profile(name, device=device, threads=threads, repeats=args.repeats,
-                                   warmup=args.warmup, method=args.method, progress=not args.quiet)
-            prof.save(profile_path(name, prof.device_tag, args.profiles_dir))
+            prof = measure_profile(rm.name, device=device, threads=threads, repeats=args.repeats,
+                                   warmup=args.warmup, method=args.method, progress=not args.quiet,
+                                   input_shape=rm.input_shape, module=rm.module, graph=rm.graph)
+            prof.save(profile_path(rm.name, prof.device_tag, args.profiles_dir))
         e2e = prof.meta.get("end_to_end_median", 0.0)
         raw = prof.total(calibrated=False)
         total = prof.total()
         slowest = sorted(prof.vertices.items(), key=lambda kv: -kv[1].median)[:3]
         print(
-            f"{name}: {len(prof.vertices)} vertices on {prof.device_tag} ({prof.meta.get('device_description')}), "
+            f"{rm.name}: {len(prof.vertices)} vertices on {prof.device_tag} ({prof.meta.get('device_description')}), "
             f"sum of medians {raw * 1e3:.2f} ms x load scale {prof.load_scale:.3f} = {total * 1e3:.2f} ms, "
             f"eager forward {e2e * 1e3:.2f} ms ({(total / e2e - 1) * 100 if e2e else 0:+.1f} %), slowest: "
             + ", ".join(f"{v} {st.median * 1e3:.2f} ms" for v, st in slowest)
-            + f" -> {profile_path(name, prof.device_tag, args.profiles_dir)}"
+            + f" -> {profile_path(rm.name, prof.device_tag, args.profiles_dir)}"
         )
         sys.stdout.flush()
     return 0

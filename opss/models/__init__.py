@@ -29,6 +29,11 @@ shape), and optionally ``block_types`` (module classes that are blocks at
     opss graph --model mypkg.nets:make
 
 Or call :func:`register` from your own code.
+
+:func:`resolve_model` turns a name (with a seed or weights, the small shape or
+not) into one :class:`ResolvedModel`: the spec, the module, the input shape,
+the weights fingerprint and the layer graph, captured once. The edge (a CLI
+command, the client session) resolves, and hands the object down.
 """
 
 from __future__ import annotations
@@ -37,21 +42,27 @@ import hashlib
 import importlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from opss.errors import ModelNotFoundError, ShapeMismatchError
+from opss.errors import ModelNotFoundError, OpssError, ShapeMismatchError
 
 __all__ = [
     "ModelSpec",
+    "ResolvedModel",
+    "build_model",
+    "capture_at",
+    "check_resolved",
     "example_input",
     "fingerprint",
     "get_model",
     "get_spec",
     "names",
     "register",
+    "resolve_model",
 ]
 
 IMAGENET_SHAPE = (1, 3, 224, 224)
@@ -70,6 +81,13 @@ class ModelSpec:
     description: str
     factory: Callable[[], nn.Module]
     block_types: tuple[type, ...] | None = None
+
+    def shape(self, small: bool = False, given: Sequence[int] | None = None) -> tuple[int, ...]:
+        """The input shape to use: ``given`` when there is one, else the test shape when
+        ``small``, else the model's input shape."""
+        if given is not None:
+            return tuple(given)
+        return tuple(self.test_input_shape if small else self.input_shape)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -144,17 +162,21 @@ def _user_spec(name: str) -> ModelSpec:
 def get_model(name: str, seed: int = 0, weights: str | os.PathLike | None = None) -> nn.Module:
     """Build model ``name`` in eval mode, initialized from ``seed`` or loaded
     from the state-dict file ``weights``."""
-    spec = get_spec(name)
+    return build_model(get_spec(name), seed=seed, weights=weights)
+
+
+def build_model(spec: ModelSpec, seed: int = 0, weights: str | os.PathLike | None = None) -> nn.Module:
+    """:func:`get_model` for a spec already looked up."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = spec.factory()
     if not isinstance(model, nn.Module):
         raise ModelNotFoundError(
-            f"model {name!r}: expected the factory to return an nn.Module, "
+            f"model {spec.name!r}: expected the factory to return an nn.Module, "
             f"got {type(model).__name__}"
         )
     if weights is not None:
-        load_weights(model, weights, name)
+        load_weights(model, weights, spec.name)
     return model.eval()
 
 
@@ -202,10 +224,8 @@ def _few(keys: list[str], n: int = 4) -> str:
 
 def example_input(name: str, small: bool = False, seed: int = 0) -> torch.Tensor:
     """A seeded standard-normal input of the model's (or its test) shape."""
-    spec = get_spec(name)
-    shape = spec.test_input_shape if small else spec.input_shape
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=gen)
+    return torch.randn(get_spec(name).shape(small), generator=gen)
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -219,6 +239,88 @@ def fingerprint(model: nn.Module) -> str:
         h.update(repr(tuple(tensor.shape)).encode() + b"\0")
         h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# a model resolved once: spec, module, input shape, fingerprint, layer graph
+#
+# The edge (a CLI command, opss.client.session.ClientSession) resolves what the
+# user named into one ResolvedModel and hands that object down: the profile
+# lookup (opss.profile.load_or_build_profile), opss.profile.capture_model, the
+# planner and the split take the object or its graph and never look the name
+# up, build the model or capture it again.
+
+
+def capture_at(spec: ModelSpec, module: nn.Module, shape: Sequence[int], granularity: str = "layer",
+               seed: int = 0) -> Any:
+    """:func:`opss.graph.capture` of ``module`` (the model of ``spec``) on a seeded input of ``shape``."""
+    from opss.graph import capture
+
+    example = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed))
+    return capture(module, example, granularity, name=spec.name)
+
+
+@dataclass(frozen=True, eq=False)
+class ResolvedModel:
+    """One model, resolved: its name and spec, the module (eval mode), the input
+    shape it is used at, the fingerprint of its weights (:func:`fingerprint`),
+    its layer-granularity graph at that shape and the graph's hash
+    (:func:`opss.profile.graph_hash`). Build it with :func:`resolve_model`."""
+
+    name: str
+    spec: ModelSpec
+    module: nn.Module = field(repr=False)
+    input_shape: tuple[int, ...]
+    fingerprint: str
+    graph: Any = field(repr=False)  # opss.graph.LayerGraph, granularity "layer"
+    graph_hash: str
+    seed: int = 0
+
+    def example(self, seed: int | None = None) -> torch.Tensor:
+        """A seeded standard-normal input of the model's shape (``seed``: the model's by default)."""
+        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        return torch.randn(self.input_shape, generator=gen)
+
+    def capture(self, granularity: str = "layer") -> Any:
+        """The layer graph itself, or a fresh capture of the module at another granularity."""
+        if granularity == "layer":
+            return self.graph
+        return capture_at(self.spec, self.module, self.input_shape, granularity, seed=self.seed)
+
+
+def resolve_model(
+    model: str | ModelSpec,
+    *,
+    small: bool = False,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    weights: str | os.PathLike | None = None,
+    module: nn.Module | None = None,
+) -> ResolvedModel:
+    """Look ``model`` up, build it (from ``seed``, or the state dict ``weights``;
+    or take the given ``module``), fingerprint it and capture its layer graph at
+    ``input_shape`` (default: the test shape when ``small``, else its input shape).
+    Raises :class:`~opss.errors.ModelNotFoundError` for an unknown name and
+    :class:`~opss.errors.CaptureError` when it cannot be traced."""
+    from opss.profile import graph_hash
+
+    spec = model if isinstance(model, ModelSpec) else get_spec(model)
+    shape = spec.shape(small, input_shape)
+    net = module if module is not None else build_model(spec, seed=seed, weights=weights)
+    graph = capture_at(spec, net, shape, "layer", seed=seed)
+    return ResolvedModel(name=spec.name, spec=spec, module=net, input_shape=shape, fingerprint=fingerprint(net),
+                         graph=graph, graph_hash=graph_hash(graph), seed=seed)
+
+
+def check_resolved(rm: ResolvedModel, *, input_shape: Sequence[int] | None = None, module: Any = None,
+                   graph: Any = None) -> None:
+    """Refuse a shape, module or graph handed in beside a :class:`ResolvedModel` that is not its own."""
+    if input_shape is not None and tuple(input_shape) != rm.input_shape:
+        raise ShapeMismatchError(f"model {rm.name!r} is resolved at input shape {list(rm.input_shape)}, "
+                                 f"got {list(input_shape)}: resolve it again at that shape")
+    for what, given, own in (("module", module, rm.module), ("graph", graph, rm.graph)):
+        if given is not None and given is not own:
+            raise OpssError(f"model {rm.name!r}: expected its resolved {what} or none, got another {what}")
 
 
 # importing the zoo modules registers them
