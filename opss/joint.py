@@ -182,5 +182,5 @@ def joint_plan(problem: PlanningProblem, opss_plan: Plan, *, keep: int = 3, star
     return Plan(
         strategy="joint", client=best.client, cut=best.cut, cut_bytes=best.cut_bytes, order=best.order,
         predicted=best.predicted, seconds_to_plan=elapsed, optimal_order=best.optimal_order,
-        pipelined=True, client_slowdown=problem.client_slowdown, link=problem.link,
+        pipelined=True, client_slowdown=problem.client_slowdown, link=problem.link, wire=best.wire,
     )

@@ -241,6 +241,9 @@ class Prediction:
     server_compute: float
     reply: float
     total: float
+    #: seconds of the upload term spent encoding, and of the server term decoding (codecs)
+    encode: float = 0.0
+    decode: float = 0.0
 
     def to_json(self) -> dict[str, float]:
         return {
@@ -252,11 +255,13 @@ class Prediction:
             "server_compute": self.server_compute,
             "reply": self.reply,
             "total": self.total,
+            "encode": self.encode,
+            "decode": self.decode,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prediction:
-        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__})
+        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__ if k in data})
 
     def __repr__(self) -> str:
         return ("Prediction(" + ", ".join(f"{k}={getattr(self, k) * 1e3:.3f}ms"
