@@ -37,7 +37,6 @@ from opss.errors import (
     ShapeMismatchError,
     WireError,
 )
-from opss.preprocess import PREPROCESS_VERSION
 from opss.v1 import opss_pb2
 from opss.wire import WIRE_DTYPES, Reassembler, chunk_from_proto, dtype_from_proto, tensor_to_proto
 
@@ -343,9 +342,9 @@ class InferenceServicer:
             op.wire_dtype)
         if wire not in WIRE_DTYPES:
             raise WireError(f"wire dtype: expected one of {list(WIRE_DTYPES)}, got {wire}")
-        if op.preprocess and op.preprocess != PREPROCESS_VERSION:
+        if op.preprocess and op.preprocess != _preprocess_version():
             raise FingerprintMismatchError(
-                f"image preprocessing differs: expected {PREPROCESS_VERSION!r}, got {op.preprocess!r} "
+                f"image preprocessing differs: expected {_preprocess_version()!r}, got {op.preprocess!r} "
                 "(run the same opss version on both sides)")
         if op.graph_hash and op.graph_hash != self.store.graph_hash(loaded, granularity):
             raise FingerprintMismatchError(
@@ -353,6 +352,12 @@ class InferenceServicer:
                 f"{self.store.graph_hash(loaded, granularity)}, got {op.graph_hash} (capture the "
                 f"model with name={op.model!r} at input shape {list(loaded.input_shape)})")
         return op, granularity, wire
+
+
+def _preprocess_version() -> str:
+    from opss.preprocess import PREPROCESS_VERSION
+
+    return PREPROCESS_VERSION
 
 
 def _receive(request_iterator, reassembler: Reassembler, worker: _ComputeWorker, t0: float,
