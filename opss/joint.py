@@ -80,7 +80,7 @@ class JointSearch:
         """
         dag = self.dag
         anc, desc = dag.ancestor_masks(), dag.descendant_masks()
-        pos = dag.position
+        pos = dag.positions.__getitem__
 
         def on(v: str) -> bool:
             return bool((cur >> pos(v)) & 1)

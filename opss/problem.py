@@ -273,7 +273,7 @@ class PlanningProblem:
         if not uploads:
             return self.topo_order(client)
         anc = dag.ancestor_masks()
-        topo, pos = dag.topo, dag.position
+        topo, pos = dag.topo, dag.positions.__getitem__
         memo = self._ancestor_f
         jobs = []
         for p in uploads:
