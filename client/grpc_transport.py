@@ -149,7 +149,7 @@ class _GrpcCall:
         open_msg = wire.infer_open(
             header.model, header.fingerprint, client_set=header.client_set, cut=header.cut,
             request_id=header.request_id, granularity=transport.granularity, wire_dtype=header.wire_dtype,
-            graph_hash=header.graph_hash,
+            graph_hash=header.graph_hash, preprocess=header.preprocess,
         )
         # the open message, then each chunk message as the sender pushes it (see push)
         requests = itertools.chain((open_msg,), iter(self.q.get, _END))
@@ -158,8 +158,8 @@ class _GrpcCall:
     def chunks(self, name: str, tensor: Any) -> Iterable[UploadMessage]:
         from opss import wire
 
-        for c in wire.iter_chunks(name, tensor, self.wire_dtype, self.t.chunk_bytes):
-            yield UploadMessage(len(c.data), wire.chunk_request(c))
+        for c in self.header.chunk_messages(name, tensor, self.t.chunk_bytes):
+            yield UploadMessage.of(c, wire.chunk_request(c))
 
     def _failed(self) -> str:
         import grpc
@@ -213,11 +213,14 @@ class _GrpcCall:
             "last_byte": tm.last_byte_s,
             "reply_ready": tm.reply_s,
             "bytes_in": float(tm.bytes_in),
+            "decode": tm.decode_s,
         }
         if tm.tensors:
             # seconds after the server received the open message (TensorArrival in the proto)
             server["arrivals"] = {
-                a.name: {"first_byte": a.first_byte_s, "last_byte": a.last_byte_s, "bytes": float(a.bytes)}
+                a.name: {"first_byte": a.first_byte_s, "last_byte": a.last_byte_s, "bytes": float(a.bytes),
+                         "codec": a.codec or "raw", "decoded_bytes": float(a.decoded_bytes or a.bytes),
+                         "decode": a.decode_s}
                 for a in tm.tensors
             }
         return Reply(output=output, server=server)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -75,10 +75,19 @@ class CallFailed(Exception):
 
 class UploadMessage(NamedTuple):
     """One message of a tensor's upload: ``nbytes`` of payload (what the token bucket charges),
-    ``message`` for the transport."""
+    ``message`` for the transport; ``encoded`` when a codec made the payload (of a tensor of
+    ``decoded`` bytes)."""
 
     nbytes: int
     message: Any
+    encoded: bool = False
+    decoded: int = 0
+
+    @classmethod
+    def of(cls, chunk: Any, message: Any) -> UploadMessage:
+        """The upload message of :class:`opss.wire.Chunk` ``chunk`` sent as ``message``."""
+        encoded = chunk.codec not in ("raw", "")
+        return cls(len(chunk.data), message, encoded, chunk.decoded_bytes if encoded else chunk.total_bytes)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,21 @@ class CallHeader:
     cut: tuple[str, ...]
     wire_dtype: str
     graph_hash: str = ""
+    #: codec of each cut tensor (missing: raw) and the image forms' source
+    codecs: Mapping[str, str] = field(default_factory=dict)
+    image: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def preprocess(self) -> str:
+        """The preprocessing of the image forms, when the input travels as one."""
+        return self.image.version if self.image is not None else ""
+
+    def chunk_messages(self, name: str, tensor: Any, chunk_bytes: int) -> Iterator[Any]:
+        """The :class:`opss.wire.Chunk` s of cut tensor ``name`` in its codec (encoded first)."""
+        from opss import wire
+
+        return wire.iter_chunks(name, tensor, self.wire_dtype, chunk_bytes, self.codecs.get(name, "raw"),
+                                self.image)
 
 
 class Call(Protocol):
@@ -145,6 +169,8 @@ class Execution:
     fingerprint: str = ""
     graph_hash: str = ""
     predicted: Mapping[str, float] = field(default_factory=dict)
+    #: the planned codec of each uploaded tensor (missing: raw)
+    codecs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def cut(self) -> tuple[str, ...]:
@@ -211,6 +237,7 @@ class _Sender:
         self.t0 = t0
         self.throttle = throttle
         self.uploads: list[Interval] = []
+        self.encodes: list[Interval] = []  # a tensor's encoding, before its first chunk (raw: none)
         self.error: str | None = None
 
     def run(self) -> None:
@@ -225,6 +252,10 @@ class _Sender:
             nbytes = 0
             try:
                 for chunk in self.call.chunks(name, tensor):
+                    if nbytes == 0 and chunk.encoded:  # the codec ran before the first chunk
+                        enc_end = time.perf_counter() - self.t0
+                        self.encodes.append(Interval("encode", name, start, enc_end, chunk.decoded))
+                        start = enc_end
                     if self.throttle is not None:
                         self.throttle.consume(chunk.nbytes)
                     self.call.push(chunk)
@@ -285,6 +316,7 @@ def run_inference(
     slowdown: float = 1.0,
     pace: Mapping[str, float] | None = None,
     threads: Threads | None = None,
+    image: Any = None,
 ) -> RunResult:
     """Run one inference of ``ex`` on input ``x``; never raises for transport faults.
 
@@ -297,15 +329,17 @@ def run_inference(
     the real computation the compute thread sleeps out the rest of the vertex's
     time (when the real computation took longer, it goes on at once). ``threads``
     are the long-lived compute and send threads (a temporary pair when None).
+    ``image`` (:class:`opss.wire.ImageSource`) is where ``x`` came from, for
+    plans that send the input in an image form (``ex.codecs``).
     """
     if threads is None:
         with Threads() as own:
             return run_inference(ex, x, transport, throttle=throttle, timeout=timeout, request_id=request_id,
                                  wire_dtype=wire_dtype, skip_reason=skip_reason, slowdown=slowdown, pace=pace,
-                                 threads=own)
+                                 threads=own, image=image)
     t0 = time.perf_counter()
     call, note, t_open = _open_call(ex, transport, t0, timeout=timeout, request_id=request_id,
-                                    wire_dtype=wire_dtype, skip_reason=skip_reason)
+                                    wire_dtype=wire_dtype, skip_reason=skip_reason, image=image)
     # t=0 of the timeline is the start of computation (opening a call is not counted
     # separately: with gRPC it is non-blocking)
     q: queue.Queue = queue.Queue(maxsize=len(ex.cut) + 1)
@@ -323,12 +357,14 @@ def run_inference(
     uploads = (reconcile_uploads(sender.uploads, end.server.get("arrivals"), t_open, end.t_reply)
                if sender is not None else ())
     tl = Timeline(strategy=ex.strategy, compute=tuple(compute), upload=uploads, server=end.server,
-                  sent_at=end.sent_at, reply_at=total, total=total, where=end.where, note=end.note)
+                  sent_at=end.sent_at, reply_at=total, total=total, where=end.where, note=end.note,
+                  encode=tuple(sender.encodes) if sender is not None else ())
     return RunResult(output=end.output, timeline=tl)
 
 
 def _open_call(ex: Execution, transport: Transport | None, t0: float, *, timeout: float | None,
-               request_id: str, wire_dtype: str, skip_reason: str | None) -> tuple[Call | None, str, float]:
+               request_id: str, wire_dtype: str, skip_reason: str | None,
+               image: Any = None) -> tuple[Call | None, str, float]:
     """Open the ``Infer`` call of a cooperative run: ``(call or None, why there is none,
     when it was opened in timeline seconds)``; the opening time is the origin of the
     server's arrival times."""
@@ -346,6 +382,8 @@ def _open_call(ex: Execution, transport: Transport | None, t0: float, *, timeout
         cut=ex.cut,
         wire_dtype=wire_dtype,
         graph_hash=ex.graph_hash,
+        codecs=dict(ex.codecs),
+        image=image,
     )
     t_open = time.perf_counter() - t0
     try:
@@ -481,15 +519,14 @@ class _InProcessCall:
         if server is None:
             server = transport._parts[key] = transport._server_part_for(header.client_set)
         self.session = server.session()
-        self.reassembler = wire.Reassembler(server.inputs, header.wire_dtype)
+        self.reassembler = wire.Reassembler(server.inputs, header.wire_dtype,
+                                            image_inputs=(server.graph.input_id,))
         self.pushed = 0
         self.server_compute = 0.0
 
     def chunks(self, name: str, tensor: Any) -> Iterable[UploadMessage]:
-        from opss import wire
-
-        for c in wire.iter_chunks(name, tensor, self.header.wire_dtype, self.t.chunk_bytes):
-            yield UploadMessage(len(c.data), c)
+        for c in self.header.chunk_messages(name, tensor, self.t.chunk_bytes):
+            yield UploadMessage.of(c, c)
 
     def push(self, chunk: UploadMessage) -> None:
         import torch

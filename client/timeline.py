@@ -22,7 +22,7 @@ __all__ = ["Interval", "Timeline", "render_gantt"]
 
 @dataclass(frozen=True)
 class Interval:
-    """One bar of the chart: ``lane`` is ``"compute"`` or ``"upload"``.
+    """One bar of the chart: ``lane`` is ``"compute"``, ``"encode"`` or ``"upload"``.
 
     For an upload, ``start`` is when the sender began handing the tensor to the
     transport and ``end`` when its last byte arrived at the server. When the
@@ -67,6 +67,8 @@ class Timeline:
     total: float = 0.0
     where: str = "local"
     note: str = ""
+    #: each encoded tensor's encoding on the sender thread, just before its upload (codecs)
+    encode: tuple[Interval, ...] = ()
 
     # ---- derived terms -------------------------------------------------------------
     @property
@@ -117,11 +119,19 @@ class Timeline:
         """From the last upload (or the last compute when nothing was sent) to the reply."""
         return max(0.0, self.total - max(self.upload_end, self.compute_end))
 
+    @property
+    def encode_time(self) -> float:
+        """Seconds the sender spent encoding tensors (codecs other than raw)."""
+        return sum(i.seconds for i in self.encode)
+
     def terms(self) -> dict:
-        """The measured terms, in seconds, named as the planner names its predicted ones."""
+        """The measured terms, in seconds, named as the planner names its predicted ones
+        (``upload`` includes the encoding, as the planner's ``g' = enc + c + wire / b``)."""
         return {
             "client_compute": self.client_compute,
-            "upload": self.upload_time,
+            "upload": self.upload_time + self.encode_time,
+            "encode": self.encode_time,
+            "decode": float(self.server.get("decode", 0.0)),
             "hidden_upload": self.hidden_upload,
             "server": float(self.server.get("compute", 0.0)),
             "after_upload": self.after_upload,
@@ -146,6 +156,7 @@ class Timeline:
             total=float(d.get("total", 0.0)),
             where=d.get("where", "local"),
             note=d.get("note", ""),
+            encode=tuple(Interval(**i) for i in d.get("encode", ())),
         )
 
 
@@ -185,9 +196,13 @@ def render_gantt(tl: Timeline, width: int = 60, max_rows: int = 12) -> str:
     uploads = list(zip(tl.upload, tl.link_intervals()))
     queued = any(on.start > iv.start for iv, on in uploads)
 
+    encoded = {iv.name: iv for iv in tl.encode}
+
     def upload_bar(iv: Interval, on: Interval) -> str:
         row = bar(on.start, on.end, "=")
-        return merge(bar(iv.start, iv.end, "."), row) if on.start > iv.start else row
+        row = merge(bar(iv.start, iv.end, "."), row) if on.start > iv.start else row
+        enc = encoded.get(iv.name)
+        return merge(row, bar(enc.start, enc.end, "e")) if enc is not None else row
 
     shown = uploads if len(uploads) <= max_rows else uploads[: max_rows - 1]
     for iv, on in shown:
@@ -206,7 +221,8 @@ def render_gantt(tl: Timeline, width: int = 60, max_rows: int = 12) -> str:
         name = "fallback (local)" if tl.where == "fallback" else "server+reply"
         lines.append(f"{name:{label_w}} |{row}| {_ms(tl.after_upload)}")
     lines.append(
-        f"{'':{label_w}}  # compute  = upload{'  . queued' if queued else ''}  s server+reply  ! local fallback"
+        f"{'':{label_w}}  # compute{'  e encode' if tl.encode else ''}  = upload{'  . queued' if queued else ''}"
+        "  s server+reply  ! local fallback"
         + (f"  ({tl.note})" if tl.note else "")
     )
     return "\n".join(lines)

@@ -188,6 +188,21 @@ class Dag:
         """Topological position of ``v`` (KeyError when unknown)."""
         return self._pos[v]
 
+    @property
+    def pred_map(self) -> MappingProxyType:
+        """``{v: preds(v)}`` as a read-only mapping (for hot loops: no call per lookup)."""
+        return self._preds
+
+    @property
+    def succ_map(self) -> MappingProxyType:
+        """``{v: succs(v)}`` as a read-only mapping (for hot loops)."""
+        return self._succs
+
+    @property
+    def positions(self) -> MappingProxyType:
+        """``{v: position(v)}`` as a read-only mapping (for hot loops)."""
+        return self._pos
+
     def preds(self, v: Hashable) -> tuple[Hashable, ...]:
         """Direct predecessors of ``v``, in edge order (KeyError when unknown)."""
         return self._preds[v]

@@ -80,7 +80,7 @@ class JointSearch:
         """
         dag = self.dag
         anc, desc = dag.ancestor_masks(), dag.descendant_masks()
-        pos = dag.position
+        pos = dag.positions.__getitem__
 
         def on(v: str) -> bool:
             return bool((cur >> pos(v)) & 1)
@@ -182,5 +182,5 @@ def joint_plan(problem: PlanningProblem, opss_plan: Plan, *, keep: int = 3, star
     return Plan(
         strategy="joint", client=best.client, cut=best.cut, cut_bytes=best.cut_bytes, order=best.order,
         predicted=best.predicted, seconds_to_plan=elapsed, optimal_order=best.optimal_order,
-        pipelined=True, client_slowdown=problem.client_slowdown, link=problem.link,
+        pipelined=True, client_slowdown=problem.client_slowdown, link=problem.link, wire=best.wire,
     )

@@ -241,6 +241,9 @@ class Prediction:
     server_compute: float
     reply: float
     total: float
+    #: seconds of the upload term spent encoding, and of the server term decoding (codecs)
+    encode: float = 0.0
+    decode: float = 0.0
 
     def to_json(self) -> dict[str, float]:
         return {
@@ -252,11 +255,13 @@ class Prediction:
             "server_compute": self.server_compute,
             "reply": self.reply,
             "total": self.total,
+            "encode": self.encode,
+            "decode": self.decode,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prediction:
-        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__})
+        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__ if k in data})
 
     def __repr__(self) -> str:
         return ("Prediction(" + ", ".join(f"{k}={getattr(self, k) * 1e3:.3f}ms"
@@ -292,7 +297,7 @@ def server_finish(
     Returns 0 when every vertex is on the client.
     """
     dag = graph.dag
-    preds, succs, index = dag.preds, dag.succs, dag.position
+    preds, succs, index = dag.pred_map, dag.succ_map, dag.positions
     waiting: dict[str, int] = {}
     ready_at: dict[str, float] = {}
     heap: list[tuple[float, int, str]] = []
@@ -301,7 +306,7 @@ def server_finish(
             continue
         n_server_preds = 0
         r = 0.0
-        for p in preds(v):
+        for p in preds[v]:
             if p in client:
                 a = ready_inputs[p]
                 if a > r:
@@ -311,7 +316,7 @@ def server_finish(
         ready_at[v] = r
         waiting[v] = n_server_preds
         if n_server_preds == 0:
-            heap.append((r, index(v), v))
+            heap.append((r, index[v], v))
     heapq.heapify(heap)
     clock = 0.0
     done = 0
@@ -320,7 +325,7 @@ def server_finish(
         r, _, v = pop(heap)
         clock = (clock if clock > r else r) + s[v]
         done += 1
-        for w in succs(v):
+        for w in succs[v]:
             if w in client:
                 continue
             if clock > ready_at[w]:
@@ -328,7 +333,7 @@ def server_finish(
             k = waiting[w] - 1
             waiting[w] = k
             if k == 0:
-                push(heap, (ready_at[w], index(w), w))
+                push(heap, (ready_at[w], index[w], w))
     if done != len(waiting):
         raise PartitionError("server part: some server vertices never become ready; expected a closed client set")
     return clock

@@ -173,6 +173,7 @@ def plan_all(
     client_slowdown: float = 1.0,
     downlink: LinkModel | None = None,
     method: str = "auto",
+    wire: Mapping[str, Any] | None = None,
     **sched_opts: Any,
 ) -> dict[str, Plan]:
     """Plan several strategies on the same graph and costs; returns ``{strategy: Plan}``.
@@ -182,10 +183,12 @@ def plan_all(
     the uplink; ``downlink`` defaults to it. ``method`` and ``sched_opts`` go
     to :func:`opss.sched.schedule`. Each plan's ``seconds_to_plan`` includes
     the work it depends on (``opss`` includes ``po``; ``joint`` includes both).
+    ``wire`` chooses what crosses the link (:class:`PlanningProblem`'s
+    ``codec_table``, ``codecs``, ``max_error``, ``image_bytes``; default raw).
     """
     wanted = _checked(strategies)
     problem = PlanningProblem.build(graph, client_profile, server_profile, link, client_slowdown=client_slowdown,
-                                    downlink=downlink, method=method, sched_opts=sched_opts)
+                                    downlink=downlink, method=method, sched_opts=sched_opts, **(wire or {}))
     return run_strategies(problem, wanted)
 
 
@@ -199,11 +202,12 @@ def plan(
     client_slowdown: float = 1.0,
     downlink: LinkModel | None = None,
     method: str = "auto",
+    wire: Mapping[str, Any] | None = None,
     **sched_opts: Any,
 ) -> Plan:
     """Plan one strategy (``lo``, ``co``, ``po``, ``opss`` or ``joint``); see :func:`plan_all`."""
     return plan_all(graph, client_profile, server_profile, link, [strategy], client_slowdown=client_slowdown,
-                    downlink=downlink, method=method, **sched_opts)[strategy]
+                    downlink=downlink, method=method, wire=wire, **sched_opts)[strategy]
 
 
 def plan_for_client_set(
@@ -216,12 +220,13 @@ def plan_for_client_set(
     client_slowdown: float = 1.0,
     downlink: LinkModel | None = None,
     method: str = "auto",
+    wire: Mapping[str, Any] | None = None,
     **sched_opts: Any,
 ) -> Plan:
     """The best pipelined order for a given client set (strategy ``"given"``)."""
     t0 = time.perf_counter()
     problem = PlanningProblem.build(graph, client_profile, server_profile, link, client_slowdown=client_slowdown,
-                                    downlink=downlink, method=method, sched_opts=sched_opts)
+                                    downlink=downlink, method=method, sched_opts=sched_opts, **(wire or {}))
     cset = problem.graph.check_client_set(client)
     order, optimal, _ = problem.best_order(cset, [problem.topo_order(cset)])
     return problem.make_plan("given", cset, order, pipelined=True, optimal=optimal, t0=t0)
@@ -250,6 +255,7 @@ def plan_model(
     progress: bool = True,
     layer_graph: Any = None,
     profiles_root: Any = None,
+    wire: Mapping[str, Any] | None = None,
     **sched_opts: Any,
 ) -> tuple[PlanGraph, dict[str, Plan]]:
     """Capture a zoo (or ``package.module:factory``) model, look up its profiles and plan.
@@ -274,6 +280,6 @@ def plan_model(
     if server_profile is None:
         server_profile = load_or_build_profile(model, role="server", **kw)
     plans = plan_all(graph, client_profile, server_profile, link, strategies, client_slowdown=client_slowdown,
-                     downlink=downlink, method=method, **sched_opts)
+                     downlink=downlink, method=method, wire=wire, **sched_opts)
     return graph, plans
 

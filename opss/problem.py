@@ -10,6 +10,7 @@ own state in :mod:`opss.joint`. Pure Python, no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ from opss.latency import PlanGraph, Prediction, arrival_times, assemble_predicti
 from opss.link import LinkModel
 from opss.mincut import MinCutProblem, best_prefix
 from opss.sched import SchedGraph, johnson_order, makespan, schedule
+from opss.wirecosts import WireChoice
 
 __all__ = ["Plan", "PlanningProblem", "costs_of"]
 
@@ -48,6 +50,18 @@ class Plan:
     pipelined: bool = True
     client_slowdown: float = 1.0
     link: LinkModel | None = field(default=None, compare=False)
+    #: the codec of each uploaded tensor (empty for a plan made before codecs: all raw)
+    wire: tuple[WireChoice, ...] = ()
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes that cross the link, after the codecs."""
+        return sum(w.wire_bytes for w in self.wire) if self.wire else self.cut_bytes
+
+    @property
+    def codecs(self) -> dict[str, str]:
+        """Codec of each uploaded tensor that is not sent raw."""
+        return {w.tensor: w.codec for w in self.wire if w.codec != "raw"}
 
     @property
     def total(self) -> float:
@@ -96,6 +110,8 @@ class Plan:
             "optimal_order": self.optimal_order,
             "pipelined": self.pipelined,
             "client_slowdown": self.client_slowdown,
+            "wire": [w.to_json() for w in self.wire],
+            "wire_bytes": self.wire_bytes,
         }
         if self.link is not None:
             out["link"] = self.link.to_json()
@@ -116,6 +132,7 @@ class Plan:
                 pipelined=bool(data.get("pipelined", True)),
                 client_slowdown=float(data.get("client_slowdown", 1.0)),
                 link=LinkModel.from_json(data["link"]) if data.get("link") else None,
+                wire=tuple(WireChoice(**w) for w in data.get("wire", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise OpssError(f"plan JSON: expected the keys of Plan.to_json, got error {exc!r}") from None
@@ -161,12 +178,20 @@ class PlanningProblem:
     client_slowdown: float = 1.0
     method: str = "auto"
     sched_opts: Mapping[str, Any] = field(default_factory=dict)
+    #: what crosses the link: a :class:`opss.wirecosts.CodecTable` (None: raw only),
+    #: the allowed codecs, the lossy error budget, and the image file's size when the
+    #: input comes from one (its ``file`` form)
+    codec_table: Any = None
+    codecs: tuple[str, ...] = ("raw",)
+    max_error: float | None = None
+    image_bytes: int | None = None
 
     @classmethod
     def build(cls, graph: PlanGraph | Any, client_profile: Any, server_profile: Any, link: LinkModel, *,
               client_slowdown: float = 1.0, downlink: LinkModel | None = None, method: str = "auto",
-              sched_opts: Mapping[str, Any] | None = None) -> PlanningProblem:
-        """From a PlanGraph (or a LayerGraph) and two profiles (or mappings id -> seconds)."""
+              sched_opts: Mapping[str, Any] | None = None, **wire: Any) -> PlanningProblem:
+        """From a PlanGraph (or a LayerGraph) and two profiles (or mappings id -> seconds);
+        ``wire`` holds ``codec_table``, ``codecs``, ``max_error``, ``image_bytes``."""
         if not isinstance(graph, PlanGraph):
             graph = PlanGraph.from_layer_graph(graph)
         if not (isinstance(client_slowdown, (int, float)) and math.isfinite(client_slowdown)
@@ -175,14 +200,32 @@ class PlanningProblem:
         f = costs_of(client_profile, graph, "client", float(client_slowdown))
         s = costs_of(server_profile, graph, "server")
         return cls(graph, f, s, link, downlink if downlink is not None else link, float(client_slowdown),
-                   method, dict(sched_opts or {}))
+                   method, dict(sched_opts or {}), **wire)
 
     # -- derived, computed once ----------------------------------------------------
 
     @cached_property
+    def wire(self) -> dict[str, WireChoice]:
+        """The codec of every vertex's output, were it cut: the allowed one with the least
+        ``encode + c + wire / b + decode`` (:meth:`opss.wirecosts.CodecTable.choose`)."""
+        graph, table = self.graph, self.codec_table
+        if table is None or self.codecs == ("raw",):
+            return {v: WireChoice(v, "raw", graph.nbytes[v], graph.nbytes[v]) for v in graph.ids}
+        allowed = frozenset(self.codecs)
+        return {v: table.choose(v, graph.nbytes[v], allowed, self.link, client_slowdown=self.client_slowdown,
+                                max_error=self.max_error,
+                                file_bytes=self.image_bytes if v == graph.input_id else None)
+                for v in graph.ids}
+
+    @cached_property
     def g_all(self) -> dict[str, float]:
-        """Upload time of every vertex's output, were it cut."""
-        return {v: self.link.g(self.graph.nbytes[v]) for v in self.graph.ids}
+        """Upload time of every vertex's output, were it cut: ``enc + c + wire / b``."""
+        return {v: w.encode_s + self.link.g(w.wire_bytes) for v, w in self.wire.items()}
+
+    @cached_property
+    def decode(self) -> dict[str, float]:
+        """Server seconds to decode each vertex's output before its readers can start."""
+        return {v: w.decode_s for v, w in self.wire.items() if w.decode_s > 0}
 
     @cached_property
     def reply(self) -> float:
@@ -207,7 +250,14 @@ class PlanningProblem:
             uploads = self.graph.dag.cut(client)
         g = {v: self.g_all[v] for v in uploads}
         arrivals, end = arrival_times(order, self.f, g, pipelined=pipelined)
-        return assemble_prediction(self.graph, client, uploads, arrivals, end, self.f, self.s, g, self.downlink)
+        decode = self.decode
+        if decode:  # a tensor is usable on the server once decoded
+            arrivals = {v: t + decode.get(v, 0.0) for v, t in arrivals.items()}
+        pred = assemble_prediction(self.graph, client, uploads, arrivals, end, self.f, self.s, g, self.downlink)
+        if not decode and self.codec_table is None:
+            return pred
+        return dataclasses.replace(pred, encode=sum(self.wire[v].encode_s for v in uploads),
+                                   decode=sum(decode.get(v, 0.0) for v in uploads))
 
     # -- orders -------------------------------------------------------------------------
 
@@ -223,7 +273,7 @@ class PlanningProblem:
         if not uploads:
             return self.topo_order(client)
         anc = dag.ancestor_masks()
-        topo, pos = dag.topo, dag.position
+        topo, pos = dag.topo, dag.positions.__getitem__
         memo = self._ancestor_f
         jobs = []
         for p in uploads:
@@ -282,6 +332,7 @@ class PlanningProblem:
             client=self.topo_order(client),
             cut=cut,
             cut_bytes=sum(self.graph.nbytes[v] for v in uploads),
+            wire=tuple(self.wire[v] for v in uploads),
             order=tuple(order),
             predicted=pred,
             seconds_to_plan=time.perf_counter() - t0 + extra,

@@ -28,20 +28,23 @@ for everything else that is malformed. Messages say "expected X, got Y".
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from opss.errors import ShapeMismatchError, WireError
+from opss.errors import OpssError, ShapeMismatchError, WireError
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "MAX_CHUNK_BYTES",
     "MIN_CHUNK_BYTES",
     "WIRE_DTYPES",
+    "IMAGE_CODECS",
     "Chunk",
+    "ImageSource",
     "Reassembler",
     "chunk_from_proto",
     "chunk_to_proto",
@@ -49,12 +52,14 @@ __all__ = [
     "dtype_from_proto",
     "dtype_name",
     "dtype_to_proto",
+    "encode_payload",
     "encode_tensor",
     "itemsize",
     "chunk_request",
     "infer_open",
     "infer_requests",
     "iter_chunks",
+    "payload_bound",
     "tensor_bytes",
     "tensor_from_proto",
     "tensor_to_proto",
@@ -68,6 +73,9 @@ DEFAULT_CHUNK_BYTES = 256 * 1024
 
 #: Dtypes a client may choose for floating-point tensors on the wire.
 WIRE_DTYPES = ("float32", "float16", "bfloat16")
+
+#: Codecs that send an image input in one of its own forms (see :class:`ImageSource`).
+IMAGE_CODECS = ("uint8", "file")
 
 _TORCH = {
     "float32": torch.float32,
@@ -119,6 +127,21 @@ def wire_dtype_for(dtype: torch.dtype | str, wire_dtype: str) -> str:
     return wire_dtype if torch_dtype(name).is_floating_point else name
 
 
+def payload_bound(codec: str, decoded_bytes: int) -> int:
+    """The most payload bytes a tensor of ``decoded_bytes`` may declare in ``codec``.
+
+    An image file may be larger than its tensor, up to
+    :data:`opss.preprocess.MAX_IMAGE_BYTES`; every other codec at most the
+    decoded size plus the compressor's worst-case framing (incompressible data
+    stored, never expanded).
+    """
+    if codec == "file":
+        from opss.preprocess import MAX_IMAGE_BYTES
+
+        return MAX_IMAGE_BYTES
+    return decoded_bytes + decoded_bytes // 128 + 1024
+
+
 def _shape(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
@@ -151,22 +174,51 @@ class Chunk:
     index: int
     offset: int
     data: bytes
+    codec: str = "raw"
+    decoded_bytes: int = 0
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+    quant_axis: int = 0
 
     def __repr__(self) -> str:
+        codec = "" if self.codec == "raw" else f" {self.codec}->{self.decoded_bytes}"
         return (f"Chunk({self.name!r}, {self.dtype}, shape={self.shape}, "
-                f"#{self.index} @{self.offset}+{len(self.data)}/{self.total_bytes})")
+                f"#{self.index} @{self.offset}+{len(self.data)}/{self.total_bytes}{codec})")
+
+    def codec_fields(self) -> tuple:
+        """What must not change between the chunks of one tensor, beside dtype, shape and size."""
+        return (self.codec, self.decoded_bytes, self.scale, self.zero_point, self.quant_axis)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """The forms an image input can travel in besides its tensor: the image file's own
+    bytes (``data``, JPEG or PNG) and the uint8 crop before normalization (``crop``,
+    a C x H x W uint8 numpy array), both made by :mod:`opss.preprocess` (``version``)."""
+
+    data: bytes
+    crop: np.ndarray
+    version: str
 
 
 def iter_chunks(name: str, tensor: torch.Tensor, wire_dtype: str = "float32",
-                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
-    """Yield the chunks of ``tensor`` as cut tensor ``name``, converted to the wire dtype.
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES, codec: str = "raw",
+                image: ImageSource | None = None) -> Iterator[Chunk]:
+    """Yield the chunks of ``tensor`` as cut tensor ``name``, converted to the wire dtype
+    or encoded with ``codec``.
 
-    Floating-point tensors are cast to ``wire_dtype``; others keep their dtype.
+    Raw: floating-point tensors are cast to ``wire_dtype``; others keep their
+    dtype. Any other codec (:mod:`opss.codec`) encodes the tensor first (all of
+    it, before the first chunk: the caller times that as the encoding); the
+    image forms ``"uint8"`` and ``"file"`` send ``image``'s crop or file bytes.
     ``chunk_bytes`` must be between 1 byte and 1 MiB (64 KiB to 1 MiB recommended).
     Every chunk owns a copy of its bytes, so the tensor may change afterwards.
     """
     if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
         raise WireError(f"bad chunk size: expected 1 to {MAX_CHUNK_BYTES} bytes, got {chunk_bytes}")
+    if codec not in ("raw", ""):
+        yield from _encoded_chunks(name, encode_payload(tensor, codec, image), chunk_bytes)
+        return
     dtype = wire_dtype_for(tensor.dtype, wire_dtype)
     t = tensor.detach()
     if t.dtype != _TORCH[dtype]:
@@ -180,6 +232,35 @@ def iter_chunks(name: str, tensor: torch.Tensor, wire_dtype: str = "float32",
     for index, offset in enumerate(range(0, total, chunk_bytes)):
         yield Chunk(name, dtype, shape, total, index, offset,
                     raw[offset:offset + chunk_bytes].tobytes())
+
+
+def encode_payload(tensor: torch.Tensor, codec: str, image: ImageSource | None = None):
+    """``tensor`` as an :class:`opss.codec.Encoded` of ``codec`` (the image forms from ``image``)."""
+    from opss import codec as codecs
+
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    shape, dtype = tuple(t.shape), dtype_name(t.dtype)
+    decoded = _nbytes(shape, dtype)
+    if codec in IMAGE_CODECS:
+        if image is None:
+            raise WireError(f"codec {codec!r} sends an image form: expected the image, got a tensor alone")
+        payload = image.data if codec == "file" else np.ascontiguousarray(image.crop, np.uint8).tobytes()
+        return codecs.Encoded(codec, bytes(payload), dtype, shape, decoded)
+    return codecs.encode(t.contiguous().numpy(), codec)
+
+
+def _encoded_chunks(name: str, enc, chunk_bytes: int) -> Iterator[Chunk]:
+    payload = memoryview(enc.payload)
+    total = payload.nbytes
+    extra = (enc.codec, enc.decoded_bytes, tuple(enc.scale), tuple(enc.zero_point), max(enc.axis, 0))
+    if total == 0:
+        yield Chunk(name, enc.dtype, tuple(enc.shape), 0, 0, 0, b"", *extra)
+        return
+    for index, offset in enumerate(range(0, total, chunk_bytes)):
+        yield Chunk(name, enc.dtype, tuple(enc.shape), total, index, offset,
+                    payload[offset:offset + chunk_bytes].tobytes(), *extra)
 
 
 def encode_tensor(name: str, tensor: torch.Tensor, wire_dtype: str = "float32",
@@ -227,9 +308,13 @@ class Reassembler:
     """
 
     def __init__(self, expected: Mapping[str, tuple[Sequence[int], torch.dtype | str]],
-                 wire_dtype: str = "float32", max_chunk_bytes: int = MAX_CHUNK_BYTES) -> None:
+                 wire_dtype: str = "float32", max_chunk_bytes: int = MAX_CHUNK_BYTES, *,
+                 image_inputs: Sequence[str] = ()) -> None:
         if wire_dtype not in WIRE_DTYPES:
             raise WireError(f"bad wire dtype: expected one of {list(WIRE_DTYPES)}, got {wire_dtype!r}")
+        self._image_inputs = frozenset(image_inputs)
+        #: seconds spent decoding each codec-encoded tensor, by name
+        self.decode_seconds: dict[str, float] = {}
         self._expected = {str(k): (_shape(shape), dtype_name(dtype))
                           for k, (shape, dtype) in expected.items()}
         self._wire = {k: wire_dtype_for(dt, wire_dtype) for k, (_, dt) in self._expected.items()}
@@ -286,17 +371,11 @@ class Reassembler:
         if name in self._done_set:
             raise WireError(f"duplicate tensor {name!r}: it already arrived complete")
         shape, _ = self._expected[name]
-        wire = self._wire[name]
-        if chunk.dtype != wire:
-            raise ShapeMismatchError(f"tensor {name!r}: expected dtype {wire} on the wire, "
-                                     f"got {chunk.dtype}")
-        if _shape(chunk.shape) != shape:
-            raise ShapeMismatchError(f"tensor {name!r}: expected shape {list(shape)}, "
-                                     f"got {list(chunk.shape)}")
-        nbytes = _nbytes(shape, wire)
-        if chunk.total_bytes != nbytes:
-            raise ShapeMismatchError(f"tensor {name!r} of shape {list(shape)} in {wire}: expected "
-                                     f"{nbytes} bytes, got {chunk.total_bytes} declared")
+        if chunk.codec not in ("raw", ""):
+            self._check_codec(chunk)
+        else:
+            self._check_raw(chunk, shape, self._wire[name])
+        nbytes = chunk.total_bytes
         if chunk.index != 0 or chunk.offset != 0:
             raise WireError(f"tensor {name!r}: chunks out of order: expected its first chunk "
                             f"(#0 at offset 0), got chunk #{chunk.index} at offset {chunk.offset}")
@@ -308,10 +387,47 @@ class Reassembler:
         self._filled = 0
         self._next_index = 0
 
+    @staticmethod
+    def _check_raw(chunk: Chunk, shape: tuple[int, ...], wire: str) -> None:
+        name = chunk.name
+        if chunk.dtype != wire:
+            raise ShapeMismatchError(f"tensor {name!r}: expected dtype {wire} on the wire, "
+                                     f"got {chunk.dtype}")
+        if _shape(chunk.shape) != shape:
+            raise ShapeMismatchError(f"tensor {name!r}: expected shape {list(shape)}, "
+                                     f"got {list(chunk.shape)}")
+        nbytes = _nbytes(shape, wire)
+        if chunk.total_bytes != nbytes:
+            raise ShapeMismatchError(f"tensor {name!r} of shape {list(shape)} in {wire}: expected "
+                                     f"{nbytes} bytes, got {chunk.total_bytes} declared")
+
+    def _check_codec(self, chunk: Chunk) -> None:
+        """Validate an encoded tensor's first chunk (known codec, decoded size, payload bound)."""
+        from opss.codec import CODECS
+
+        name = chunk.name
+        shape, dtype = self._expected[name]
+        if chunk.codec not in CODECS:
+            raise WireError(f"tensor {name!r}: unknown codec {chunk.codec!r}: expected one of {sorted(CODECS)}")
+        if chunk.codec in IMAGE_CODECS and name not in self._image_inputs:
+            raise WireError(f"tensor {name!r}: codec {chunk.codec!r} is an image form, expected only for "
+                            f"the model's image input {sorted(self._image_inputs)}")
+        if chunk.dtype != dtype or _shape(chunk.shape) != shape:
+            raise ShapeMismatchError(f"tensor {name!r} ({chunk.codec}): expected the decoded tensor "
+                                     f"{dtype} {list(shape)}, got {chunk.dtype} {list(chunk.shape)}")
+        decoded = _nbytes(shape, dtype)
+        if chunk.decoded_bytes != decoded:
+            raise ShapeMismatchError(f"tensor {name!r} ({chunk.codec}): expected decoded_bytes {decoded}, "
+                                     f"got {chunk.decoded_bytes} declared")
+        bound = payload_bound(chunk.codec, decoded)
+        if chunk.total_bytes > bound:
+            raise WireError(f"tensor {name!r} ({chunk.codec}): expected at most {bound} payload bytes "
+                            f"for {decoded} decoded, got {chunk.total_bytes} declared")
+
     def _continue(self, chunk: Chunk) -> None:
         first = self._current
-        if (chunk.dtype, _shape(chunk.shape), chunk.total_bytes) != (
-                first.dtype, first.shape, first.total_bytes):
+        if (chunk.dtype, _shape(chunk.shape), chunk.total_bytes, chunk.codec_fields()) != (
+                first.dtype, first.shape, first.total_bytes, first.codec_fields()):
             raise WireError(f"tensor {chunk.name!r} changed mid-stream: expected dtype {first.dtype}, "
                             f"shape {list(first.shape)}, {first.total_bytes} bytes, got "
                             f"{chunk.dtype}, {list(chunk.shape)}, {chunk.total_bytes} bytes")
@@ -336,17 +452,51 @@ class Reassembler:
     def _complete(self) -> tuple[str, torch.Tensor]:
         first = self._current
         shape, dtype = self._expected[first.name]
-        if self._buf.numel() == 0:
+        if first.codec not in ("raw", ""):
+            start = time.perf_counter()
+            tensor = self._decode(first, shape, dtype)
+            self.decode_seconds[first.name] = time.perf_counter() - start
+        elif self._buf.numel() == 0:
             tensor = torch.empty(shape, dtype=_TORCH[first.dtype])
         else:
             tensor = self._buf.view(_TORCH[first.dtype]).view(shape)
-        if first.dtype != dtype:
+        if tensor.dtype != _TORCH[dtype]:
             tensor = tensor.to(_TORCH[dtype])
         self._done.append(first.name)
         self._done_set.add(first.name)
         self._current, self._buf, self._bytes = None, None, None
         self._filled = self._next_index = 0
         return first.name, tensor
+
+    def _decode(self, first: Chunk, shape: tuple[int, ...], dtype: str) -> torch.Tensor:
+        """The decoded tensor of a complete codec payload (WireError on any inconsistency)."""
+        from opss import codec as codecs
+        from opss import preprocess
+
+        payload = self._bytes.tobytes() if self._bytes is not None else b""
+        try:
+            if first.codec == "file":
+                array = preprocess.image_tensor(payload, shape)
+            elif first.codec == "uint8":
+                c, h, w = shape[1:] if len(shape) == 4 else (0, 0, 0)
+                if len(payload) != c * h * w:
+                    raise WireError(f"tensor {first.name!r} (uint8): expected {c * h * w} bytes of a "
+                                    f"{c}x{h}x{w} crop, got {len(payload)}")
+                array = preprocess.normalize(np.frombuffer(payload, np.uint8).reshape(c, h, w))
+            else:
+                enc = codecs.Encoded(first.codec, payload, first.dtype, tuple(first.shape), first.decoded_bytes,
+                                     tuple(first.scale), tuple(first.zero_point),
+                                     first.quant_axis if len(first.scale) > 1 else -1)
+                array = codecs.decode(enc, expect_dtype=dtype, expect_shape=shape)
+        except OpssError as exc:
+            if isinstance(exc, WireError):
+                raise
+            raise WireError(f"tensor {first.name!r} ({first.codec}): {exc}") from None
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if tuple(tensor.shape) != shape:
+            raise ShapeMismatchError(f"tensor {first.name!r} ({first.codec}): expected shape {list(shape)} "
+                                     f"decoded, got {list(tensor.shape)}")
+        return tensor
 
     def finish(self) -> None:
         """Raise :class:`WireError` unless every expected tensor arrived complete."""
@@ -387,9 +537,12 @@ def dtype_from_proto(value: int) -> str:
 
 def chunk_to_proto(chunk: Chunk):
     """An ``opss.v1.TensorChunk`` from a :class:`Chunk`."""
+    codec = {} if chunk.codec in ("raw", "") else dict(
+        codec=chunk.codec, decoded_bytes=chunk.decoded_bytes, scale=chunk.scale,
+        zero_point=chunk.zero_point, quant_axis=chunk.quant_axis)
     return _pb2().TensorChunk(name=chunk.name, dtype=dtype_to_proto(chunk.dtype), shape=chunk.shape,
                               total_bytes=chunk.total_bytes, index=chunk.index, offset=chunk.offset,
-                              data=chunk.data)
+                              data=chunk.data, **codec)
 
 
 def chunk_from_proto(msg) -> Chunk:
@@ -399,7 +552,8 @@ def chunk_from_proto(msg) -> Chunk:
         raise ShapeMismatchError(f"tensor {msg.name!r}: expected non-negative dimensions, "
                                  f"got shape {list(shape)}")
     return Chunk(msg.name, dtype_from_proto(msg.dtype), shape, msg.total_bytes, msg.index,
-                 msg.offset, msg.data)
+                 msg.offset, msg.data, msg.codec or "raw", msg.decoded_bytes, tuple(msg.scale),
+                 tuple(msg.zero_point), msg.quant_axis)
 
 
 def tensor_to_proto(tensor: torch.Tensor):
@@ -415,7 +569,7 @@ def tensor_from_proto(msg) -> torch.Tensor:
 
 def infer_open(model: str, fingerprint: str, *, client_set: Sequence[str] = (), cut: Sequence[str] = (),
                request_id: str = "", granularity: str = "layer", wire_dtype: str = "float32",
-               graph_hash: str = ""):
+               graph_hash: str = "", preprocess: str = ""):
     """The ``opss.v1.InferRequest`` that opens an Infer call (its ``InferOpen``).
 
     ``client_set`` and ``cut`` name the partition (the server checks the cut it
@@ -432,7 +586,7 @@ def infer_open(model: str, fingerprint: str, *, client_set: Sequence[str] = (), 
     return pb.InferRequest(open=pb.InferOpen(
         request_id=request_id, model=model, fingerprint=fingerprint, client_set=list(client_set),
         cut=list(cut), granularity=gran, wire_dtype=dtype_to_proto(wire_dtype),
-        graph_hash=graph_hash))
+        graph_hash=graph_hash, preprocess=preprocess))
 
 
 def chunk_request(chunk: Chunk):
@@ -443,7 +597,8 @@ def chunk_request(chunk: Chunk):
 def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequence[str] = (),
                    cut: Sequence[str] = (), request_id: str = "", granularity: str = "layer",
                    wire_dtype: str = "float32", chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                   graph_hash: str = ""):
+                   graph_hash: str = "", codecs: Mapping[str, str] | None = None,
+                   image: ImageSource | None = None):
     """The ``opss.v1.InferRequest`` stream of one inference: :func:`infer_open`, then every chunk.
 
     ``tensors`` is an iterable of ``(cut id, tensor)`` consumed lazily, so a
@@ -452,8 +607,10 @@ def infer_requests(model: str, fingerprint: str, tensors, *, client_set: Sequenc
     :func:`chunk_request` of :func:`iter_chunks`), encoding them on its sender
     thread so that it can pace and time every chunk.
     """
+    codecs = dict(codecs or {})
     yield infer_open(model, fingerprint, client_set=client_set, cut=cut, request_id=request_id,
-                     granularity=granularity, wire_dtype=wire_dtype, graph_hash=graph_hash)
+                     granularity=granularity, wire_dtype=wire_dtype, graph_hash=graph_hash,
+                     preprocess=image.version if image is not None else "")
     for name, tensor in tensors:
-        for chunk in iter_chunks(name, tensor, wire_dtype, chunk_bytes):
+        for chunk in iter_chunks(name, tensor, wire_dtype, chunk_bytes, codecs.get(name, "raw"), image):
             yield chunk_request(chunk)

@@ -113,6 +113,9 @@ class _Arrival:
     compute_s: float = 0.0
     queue_s: float = 0.0
     vertices_run: int = 0
+    codec: str = "raw"
+    decoded_bytes: int = 0
+    decode_s: float = 0.0
 
 
 @dataclass
@@ -291,7 +294,9 @@ class InferenceServicer:
         part, cut = self.store.server_part(op.model, granularity, tuple(op.client_set),
                                            tuple(op.cut))
         setup_s = time.perf_counter() - t0
-        reassembler = Reassembler(part.inputs, wire)
+        # the image forms of the input only when the client named the preprocessing it used
+        image_inputs = (part.graph.input_id,) if op.preprocess else ()
+        reassembler = Reassembler(part.inputs, wire, image_inputs=image_inputs)
         worker = _ComputeWorker(part.session(), self.device, self._compute, t0)
         try:
             tensors, first_byte, last_byte = _receive(request_iterator, reassembler, worker, t0, rec)
@@ -337,12 +342,22 @@ class InferenceServicer:
             op.wire_dtype)
         if wire not in WIRE_DTYPES:
             raise WireError(f"wire dtype: expected one of {list(WIRE_DTYPES)}, got {wire}")
+        if op.preprocess and op.preprocess != _preprocess_version():
+            raise FingerprintMismatchError(
+                f"image preprocessing differs: expected {_preprocess_version()!r}, got {op.preprocess!r} "
+                "(run the same opss version on both sides)")
         if op.graph_hash and op.graph_hash != self.store.graph_hash(loaded, granularity):
             raise FingerprintMismatchError(
                 f"model {op.model!r}: {granularity} graphs differ: expected graph hash "
                 f"{self.store.graph_hash(loaded, granularity)}, got {op.graph_hash} (capture the "
                 f"model with name={op.model!r} at input shape {list(loaded.input_shape)})")
         return op, granularity, wire
+
+
+def _preprocess_version() -> str:
+    from opss.preprocess import PREPROCESS_VERSION
+
+    return PREPROCESS_VERSION
 
 
 def _receive(request_iterator, reassembler: Reassembler, worker: _ComputeWorker, t0: float,
@@ -373,6 +388,8 @@ def _receive(request_iterator, reassembler: Reassembler, worker: _ComputeWorker,
         last_byte = now
         if done is not None:
             a.last_byte_s = now
+            a.codec, a.decoded_bytes = chunk.codec, chunk.decoded_bytes or chunk.total_bytes
+            a.decode_s = reassembler.decode_seconds.get(chunk.name, 0.0)
             worker.submit(done[0], done[1], a)
         worker.check()
     return [arrivals[n] for n in order], first_byte, last_byte
@@ -389,12 +406,13 @@ def _server_timings(tensors: list[_Arrival], *, open_unix: float, first_byte: fl
     timings = opss_pb2.ServerTimings(
         open_unix_s=open_unix, first_byte_s=first_byte or 0.0, last_byte_s=last_byte,
         queue_s=sum(a.queue_s for a in tensors), compute_s=compute, overlap_s=overlap,
-        reply_s=reply, setup_s=setup, bytes_in=bytes_in)
+        reply_s=reply, setup_s=setup, bytes_in=bytes_in, decode_s=sum(a.decode_s for a in tensors))
     for a in tensors:
         timings.tensors.add(name=a.name, bytes=a.bytes, chunks=a.chunks,
                             first_byte_s=a.first_byte_s, last_byte_s=a.last_byte_s,
                             compute_start_s=a.compute_start_s, compute_s=a.compute_s,
-                            queue_s=a.queue_s, vertices_run=a.vertices_run)
+                            queue_s=a.queue_s, vertices_run=a.vertices_run, codec=a.codec,
+                            decoded_bytes=a.decoded_bytes, decode_s=a.decode_s)
     return timings
 
 

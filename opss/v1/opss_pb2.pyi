@@ -40,7 +40,7 @@ LAYER: Granularity
 BLOCK: Granularity
 
 class InferOpen(_message.Message):
-    __slots__ = ("request_id", "model", "fingerprint", "client_set", "cut", "granularity", "wire_dtype", "graph_hash")
+    __slots__ = ("request_id", "model", "fingerprint", "client_set", "cut", "granularity", "wire_dtype", "graph_hash", "preprocess")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class InferOpen(_message.Message):
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     GRAPH_HASH_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     fingerprint: str
@@ -57,10 +58,11 @@ class InferOpen(_message.Message):
     granularity: Granularity
     wire_dtype: DType
     graph_hash: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., client_set: _Optional[_Iterable[str]] = ..., cut: _Optional[_Iterable[str]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., wire_dtype: _Optional[_Union[DType, str]] = ..., graph_hash: _Optional[str] = ...) -> None: ...
+    preprocess: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., client_set: _Optional[_Iterable[str]] = ..., cut: _Optional[_Iterable[str]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., wire_dtype: _Optional[_Union[DType, str]] = ..., graph_hash: _Optional[str] = ..., preprocess: _Optional[str] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "total_bytes", "index", "offset", "data")
+    __slots__ = ("name", "dtype", "shape", "total_bytes", "index", "offset", "data", "codec", "decoded_bytes", "scale", "zero_point", "quant_axis")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +70,11 @@ class TensorChunk(_message.Message):
     INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    DECODED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
+    QUANT_AXIS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -75,7 +82,12 @@ class TensorChunk(_message.Message):
     index: int
     offset: int
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., total_bytes: _Optional[int] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    codec: str
+    decoded_bytes: int
+    scale: _containers.RepeatedScalarFieldContainer[float]
+    zero_point: _containers.RepeatedScalarFieldContainer[int]
+    quant_axis: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., total_bytes: _Optional[int] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., codec: _Optional[str] = ..., decoded_bytes: _Optional[int] = ..., scale: _Optional[_Iterable[float]] = ..., zero_point: _Optional[_Iterable[int]] = ..., quant_axis: _Optional[int] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("open", "chunk")
@@ -96,7 +108,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TensorArrival(_message.Message):
-    __slots__ = ("name", "bytes", "chunks", "first_byte_s", "last_byte_s", "compute_start_s", "compute_s", "queue_s", "vertices_run")
+    __slots__ = ("name", "bytes", "chunks", "first_byte_s", "last_byte_s", "compute_start_s", "compute_s", "queue_s", "vertices_run", "codec", "decoded_bytes", "decode_s")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +118,9 @@ class TensorArrival(_message.Message):
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     QUEUE_S_FIELD_NUMBER: _ClassVar[int]
     VERTICES_RUN_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    DECODED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DECODE_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     bytes: int
     chunks: int
@@ -115,10 +130,13 @@ class TensorArrival(_message.Message):
     compute_s: float
     queue_s: float
     vertices_run: int
-    def __init__(self, name: _Optional[str] = ..., bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., first_byte_s: _Optional[float] = ..., last_byte_s: _Optional[float] = ..., compute_start_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., vertices_run: _Optional[int] = ...) -> None: ...
+    codec: str
+    decoded_bytes: int
+    decode_s: float
+    def __init__(self, name: _Optional[str] = ..., bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., first_byte_s: _Optional[float] = ..., last_byte_s: _Optional[float] = ..., compute_start_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., vertices_run: _Optional[int] = ..., codec: _Optional[str] = ..., decoded_bytes: _Optional[int] = ..., decode_s: _Optional[float] = ...) -> None: ...
 
 class ServerTimings(_message.Message):
-    __slots__ = ("open_unix_s", "first_byte_s", "last_byte_s", "queue_s", "compute_s", "overlap_s", "reply_s", "setup_s", "bytes_in", "tensors")
+    __slots__ = ("open_unix_s", "first_byte_s", "last_byte_s", "queue_s", "compute_s", "overlap_s", "reply_s", "setup_s", "bytes_in", "tensors", "decode_s")
     OPEN_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     FIRST_BYTE_S_FIELD_NUMBER: _ClassVar[int]
     LAST_BYTE_S_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +147,7 @@ class ServerTimings(_message.Message):
     SETUP_S_FIELD_NUMBER: _ClassVar[int]
     BYTES_IN_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_S_FIELD_NUMBER: _ClassVar[int]
     open_unix_s: float
     first_byte_s: float
     last_byte_s: float
@@ -139,7 +158,8 @@ class ServerTimings(_message.Message):
     setup_s: float
     bytes_in: int
     tensors: _containers.RepeatedCompositeFieldContainer[TensorArrival]
-    def __init__(self, open_unix_s: _Optional[float] = ..., first_byte_s: _Optional[float] = ..., last_byte_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., overlap_s: _Optional[float] = ..., reply_s: _Optional[float] = ..., setup_s: _Optional[float] = ..., bytes_in: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorArrival, _Mapping]]] = ...) -> None: ...
+    decode_s: float
+    def __init__(self, open_unix_s: _Optional[float] = ..., first_byte_s: _Optional[float] = ..., last_byte_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., overlap_s: _Optional[float] = ..., reply_s: _Optional[float] = ..., setup_s: _Optional[float] = ..., bytes_in: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorArrival, _Mapping]]] = ..., decode_s: _Optional[float] = ...) -> None: ...
 
 class InferReply(_message.Message):
     __slots__ = ("request_id", "output", "timings", "device", "cut")
