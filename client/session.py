@@ -40,14 +40,13 @@ from typing import Any, TextIO
 from opss.client.runtime import CallFailed, Execution, RunResult, Threads, run_inference
 from opss.client.throttle import TokenBucket
 from opss.errors import FingerprintMismatchError, ModelNotFoundError, OpssError, ShapeMismatchError
+from opss.plan import STRATEGIES
 
 __all__ = ["Backoff", "ClientConfig", "ClientSession", "RunReport", "PROBE_SIZES", "link_samples", "tolerance_for"]
 
 #: Probe payload sizes in bytes, smallest first; sizes whose expected time exceeds
 #: the per-probe budget (from the samples so far) are skipped on slow links.
 PROBE_SIZES: tuple[int, ...] = (4096, 16384, 65536, 262144, 1048576)
-
-STRATEGIES = ("lo", "co", "po", "opss", "joint")
 
 #: Downlink bandwidth assumed when only the upload is shaped (loopback-class, 10 GB/s).
 UNSHAPED_BYTES_PER_S = 1e10
@@ -307,9 +306,9 @@ class ClientSession:
         cfg = self.config
         if not (cfg.pace and cfg.client_slowdown > 1.0):
             return None
-        costs = (self.client_profile.costs_for(self.plan_graph) if hasattr(self.client_profile, "costs_for")
-                 else dict(self.client_profile))
-        return {v: cfg.client_slowdown * float(t) for v, t in costs.items()}
+        from opss.problem import costs_of
+
+        return costs_of(self.client_profile, self.plan_graph, "client", cfg.client_slowdown)
 
     def _fallback_server_profile(self) -> Any:
         from opss.profile import load_or_build_profile
