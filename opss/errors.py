@@ -52,6 +52,12 @@ class WireError(OpssError, ValueError):
     """A message on the wire is malformed (bad dtype, byte count, chunk order)."""
 
 
+class CodecError(WireError):
+    """An encoded tensor or image is malformed or cannot be encoded: unknown codec,
+    a payload whose size disagrees with what it declares, a decompression bomb,
+    a bad scale, an image too large or undecodable (INVALID_ARGUMENT on the server)."""
+
+
 class LinkModelError(OpssError, ValueError):
     """Link samples or a link specification are unusable (units, NaN, too few)."""
 
