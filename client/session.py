@@ -28,6 +28,7 @@ server is tried again after an exponential back-off.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import sys
@@ -110,6 +111,11 @@ class ClientConfig:
     progress: bool = True
     fresh_profile: bool = False
     pace: bool = False
+    #: what may cross the link (opss.codec.parse_codecs), the lossy error budget, and the
+    #: size of the image file when the input is a photo (enables its uint8 / file forms)
+    codecs: str = "lossless"
+    max_error: float | None = None
+    image_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "also_plan", tuple(self.also_plan))
@@ -209,6 +215,7 @@ class ClientSession:
         self.throttle = TokenBucket(cfg.throttle) if cfg.throttle else None
         self.backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
         self._splits: dict[frozenset, Any] = {}
+        self._wire: dict[str, Any] | None = None
         self._counter = itertools.count(1)
         self._reference: tuple[Any, Any] | None = None
         self.threads = Threads(cfg.threads)
@@ -411,7 +418,19 @@ class ClientSession:
         # the application throttle shapes the upload only: the reply comes back unshaped
         downlink = LinkModel(c=link.c, b=UNSHAPED_BYTES_PER_S) if self.config.throttle else None
         return plan_all(self.plan_graph, self.client_profile, self.server_profile, link, self.strategies,
-                        client_slowdown=self.config.client_slowdown, downlink=downlink)
+                        client_slowdown=self.config.client_slowdown, downlink=downlink, wire=self.wire)
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        """The planner's ``wire=`` options (codec table, codecs, error budget), built once."""
+        if self._wire is None:
+            from opss.wirecosts import wire_options
+
+            cfg = self.config
+            self._wire = wire_options(self.graph, cfg.codecs, max_error=cfg.max_error, image_bytes=cfg.image_bytes,
+                                      progress=cfg.progress, stream=self.err,
+                                      store=not (cfg.small or cfg.fresh_profile))
+        return self._wire
 
     def _replan(self, link: Any) -> None:
         self.plans = self._plan(link)
@@ -454,6 +473,7 @@ class ClientSession:
             fingerprint=self.fingerprint,
             graph_hash=self.graph_hash,
             predicted=plan.predicted.to_json(),
+            codecs=plan.codecs,
         )
 
     # ---- running ------------------------------------------------------------------------
@@ -486,8 +506,12 @@ class ClientSession:
                 self._reference = (x, self.model(x))
         return self._reference[1]
 
-    def run(self, x: Any, *, verify: bool = False) -> RunReport:
-        """One inference of ``x`` with the current plan (never raises for server faults)."""
+    def run(self, x: Any, *, verify: bool = False, image: Any = None) -> RunReport:
+        """One inference of ``x`` with the current plan (never raises for server faults).
+
+        ``image`` (:class:`opss.wire.ImageSource`) is the photo ``x`` was made from: plans
+        that send the input as its file or uint8 crop need it (without it the input goes
+        through the tensor codecs instead)."""
         import torch
 
         from opss.labels import topk
@@ -495,6 +519,8 @@ class ClientSession:
         index = next(self._counter)
         notes: list[str] = []
         ex = self.execution
+        if image is None and any(c in ("uint8", "file") for c in ex.codecs.values()):
+            ex = dataclasses.replace(ex, codecs={k: c for k, c in ex.codecs.items() if c not in ("uint8", "file")})
         predicted = self.plan.predicted
         skip = None
         if not ex.local:
@@ -507,6 +533,7 @@ class ClientSession:
             ex, x, self.transport, throttle=self.throttle, timeout=self.config.timeout,
             request_id=f"{uuid.uuid4().hex[:8]}-{index}", wire_dtype=self.config.wire_dtype,
             skip_reason=skip, slowdown=self.config.client_slowdown, pace=self.pace, threads=self.threads,
+            image=image,
         )
         tl = result.timeline
         if not ex.local and skip is None:
@@ -535,6 +562,12 @@ class ClientSession:
         if verify:
             ref = self.reference(x)
             rtol, atol = tolerance_for(self.config.wire_dtype if tl.where == "cooperative" else "float32")
+            from opss.codec import CODECS
+
+            lossy = [w for w in self.plan.wire if w.codec in ex.codecs.values() and not CODECS[w.codec].exact]
+            if lossy and tl.where == "cooperative" and self.config.max_error:
+                # each lossy tensor was admitted for a measured output error <= max_error
+                rtol = atol = max(atol, 2 * self.config.max_error * len(lossy))
             scale = max(1.0, float(ref.abs().max()))
             diff = float((result.output.float() - ref.float()).abs().max())
             verr = diff

@@ -217,8 +217,12 @@ def iter_chunks(name: str, tensor: torch.Tensor, wire_dtype: str = "float32",
     if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
         raise WireError(f"bad chunk size: expected 1 to {MAX_CHUNK_BYTES} bytes, got {chunk_bytes}")
     if codec not in ("raw", ""):
-        yield from _encoded_chunks(name, encode_payload(tensor, codec, image), chunk_bytes)
-        return
+        enc = encode_payload(tensor, codec, image)
+        if len(enc.payload) < enc.decoded_bytes or codec == "file":
+            yield from _encoded_chunks(name, enc, chunk_bytes)
+            return
+        # the codec did not shrink this tensor (data unlike the samples it was planned on):
+        # raw is exact and never larger, so send that
     dtype = wire_dtype_for(tensor.dtype, wire_dtype)
     t = tensor.detach()
     if t.dtype != _TORCH[dtype]:

@@ -43,7 +43,7 @@ from typing import Any
 from opss.errors import ProfileError
 
 __all__ = ["CodecCost", "CodecTable", "WireChoice", "codec_table_path", "load_or_build_codec_table",
-           "measure_codec_table"]
+           "measure_codec_table", "wire_options"]
 
 FORMAT = "opss-codecs/1"
 
@@ -149,12 +149,15 @@ class CodecTable:
             raise ProfileError(f"codec table {str(path)!r}: cannot read it ({exc})") from None
 
 
-def codec_table_path(model: str, tag: str, root: str | os.PathLike | None = None) -> Path:
-    """Where the codec table of ``model`` on device ``tag`` lives: beside its profile."""
+def codec_table_path(model: str, tag: str, root: str | os.PathLike | None = None,
+                     input_shape: Sequence[int] = ()) -> Path:
+    """Where the codec table of ``model`` at ``input_shape`` on device ``tag`` lives: beside
+    its profile, the shape in the name (a table holds one shape's tensors)."""
     from opss.profile import profile_path
 
     p = profile_path(model, tag, root)
-    return p.with_name(p.stem + ".codecs.json")
+    shape = "x".join(str(int(d)) for d in input_shape)
+    return p.with_name(f"{p.stem}.{shape}.codecs.json" if shape else f"{p.stem}.codecs.json")
 
 
 # --------------------------------------------------------------------------- measuring (torch)
@@ -252,10 +255,10 @@ def measure_codec_table(graph: Any, *, codecs: Sequence[str] | None = None, imag
     from tqdm import tqdm
 
     from opss import codec as cd
-    from opss import preprocess, samples
+    from opss import preprocess
 
     names = tuple(codecs) if codecs is not None else tuple(cd.CODECS)
-    photos = list(images) if images is not None else [data for _, data in samples.sample_images()[:3]]
+    photos = list(images) if images is not None else [data for _, data in _samples()[:3]]
     shape = tuple(graph.node(graph.input_id).shape)
     image_input = len(shape) == 4 and shape[1] == 3
     runs: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
@@ -288,16 +291,26 @@ def measure_codec_table(graph: Any, *, codecs: Sequence[str] | None = None, imag
     return CodecTable(graph.model, device_tag, costs, meta)
 
 
+def _samples() -> list[tuple[str, bytes]]:
+    from opss import samples
+
+    return samples.sample_images()
+
+
 def load_or_build_codec_table(graph: Any, *, tag: str, root: str | os.PathLike | None = None,
                               errors: bool = False, build_missing: bool = True, progress: bool = True,
-                              stream: Any = None) -> CodecTable:
+                              stream: Any = None, store: bool = True) -> CodecTable:
     """The stored codec table of ``graph``'s model on device ``tag``, measured when missing
-    (or when lossy errors are wanted and the stored one has none)."""
+    (or when lossy errors are wanted and the stored one has none). ``store=False``
+    measures a quick one (one photo, one repeat) and keeps it in memory only (test shapes)."""
     import sys
 
     out = stream if stream is not None else sys.stderr
-    path = codec_table_path(graph.model, tag, root)
     shape = list(graph.node(graph.input_id).shape)
+    if not store:
+        return measure_codec_table(graph, errors=errors, device_tag=tag, progress=False, repeats=1,
+                                   images=[data for _, data in _samples()[:1]])
+    path = codec_table_path(graph.model, tag, root, shape)
     if path.exists():
         table = CodecTable.load(path)
         if list(table.meta.get("input_shape", [])) == shape and (table.meta.get("errors") or not errors):
@@ -310,3 +323,33 @@ def load_or_build_codec_table(graph: Any, *, tag: str, root: str | os.PathLike |
     table.save(path)
     print(f"opss: wrote {path}", file=out)
     return table
+
+
+def wire_options(graph: Any, codecs: str | Sequence[str] = "lossless", *, max_error: float | None = None,
+                 image_bytes: int | None = None, root: str | os.PathLike | None = None,
+                 build_missing: bool = True, progress: bool = True, stream: Any = None,
+                 store: bool = True) -> dict[str, Any]:
+    """What :func:`opss.plan.plan_all` needs to plan the bytes on the wire (its ``wire=``).
+
+    ``graph`` is the layer LayerGraph; ``codecs`` a :func:`opss.codec.parse_codecs` spec
+    or names; ``image_bytes`` the size of the image file when the input comes from one
+    (without it the image forms ``uint8`` and ``file`` are left out: there is no image to
+    send). The codec table is this client's (:func:`load_or_build_codec_table`; measured
+    with the lossy errors only when ``max_error`` admits lossy codecs).
+    """
+    from opss.codec import CODECS, parse_codecs
+    from opss.profile import device_settings
+    from opss.wire import IMAGE_CODECS
+
+    names = parse_codecs(codecs) if isinstance(codecs, str) else tuple(codecs)
+    if image_bytes is None:
+        names = tuple(n for n in names if n not in IMAGE_CODECS)
+    if names == ("raw",):
+        return {"codecs": names}
+    lossy = any(not CODECS[n].exact for n in names)
+    if lossy and max_error is None:
+        names = tuple(n for n in names if CODECS[n].exact)
+    tag = device_settings("client")[2]
+    table = load_or_build_codec_table(graph, tag=tag, root=root, errors=lossy and max_error is not None,
+                                      build_missing=build_missing, progress=progress, stream=stream, store=store)
+    return {"codec_table": table, "codecs": names, "max_error": max_error, "image_bytes": image_bytes}

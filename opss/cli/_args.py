@@ -59,3 +59,71 @@ def modelled_slowdown(text: str) -> float:
     """A slowdown that only scales a profile's times (``opss plan``): finite and > 0,
     so a client faster than the profiled machine (< 1) can be modelled too."""
     return _factor_above(text, 0.0, inclusive=False)
+
+
+def codecs_spec(text: str) -> str:
+    """A ``--codecs`` value: ``raw`` (the paper's: raw float32), ``lossless`` (the exact
+    forms: raw, zstd, lz4, and for an image input its uint8 crop and its own file),
+    ``all``, or a comma list such as ``int8,fp16,lossless``; checked by opss.codec."""
+    from opss.codec import parse_codecs
+    from opss.errors import OpssError
+
+    try:
+        parse_codecs(text)
+    except OpssError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--codecs: ")) from None
+    return text
+
+
+def error_budget(text: str) -> float:
+    """A ``--max-error`` value: a relative output error in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a relative error in (0, 1], got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"expected a relative error in (0, 1], got {text!r}")
+    return value
+
+
+def add_wire_arguments(parser: argparse.ArgumentParser, *, image: bool = True) -> None:
+    """``--codecs``, ``--max-error`` and (``image``) ``--image``: what may cross the link."""
+    parser.add_argument("--codecs", type=codecs_spec, default="lossless", metavar="SPEC",
+                        help="codecs each uploaded tensor may use: raw (the paper's raw float32), lossless "
+                             "(default: exact forms only, outputs bit-identical), all, or a list such as "
+                             "int8,fp16,lossless")
+    parser.add_argument("--max-error", type=error_budget, default=None, metavar="E",
+                        help="admit a lossy codec for a tensor only if its measured relative output error "
+                             "on the sample photos is <= E (default: no lossy codec)")
+    if image:
+        parser.add_argument("--image", default=None, metavar="FILE",
+                            help="the input is this photo (JPEG/PNG): it may cross the link as its own file "
+                                 "or its uint8 crop")
+
+
+def wire_from_args(args: argparse.Namespace, layer_graph, *, root=None) -> dict:
+    """``plan_all``'s ``wire=`` from the parsed ``--codecs``/``--max-error``/``--image``."""
+    from pathlib import Path
+
+    from opss.errors import OpssError
+    from opss.wirecosts import wire_options
+
+    image_bytes = None
+    if getattr(args, "image", None):
+        path = Path(args.image)
+        if not path.is_file():
+            raise OpssError(f"--image {args.image}: no such file")
+        image_bytes = path.stat().st_size
+    return wire_options(layer_graph, args.codecs, max_error=args.max_error, image_bytes=image_bytes,
+                        root=root if root is not None else getattr(args, "profiles_dir", None),
+                        build_missing=not getattr(args, "no_build", False))
+
+
+def codec_summary(plan) -> str:
+    """The codecs of a plan's uploads, e.g. ``zstd`` or ``file+zstd x2`` (``-``: nothing sent)."""
+    if not plan.wire:
+        return "-" if not plan.cut_bytes else "raw"
+    counts: dict[str, int] = {}
+    for w in plan.wire:
+        counts[w.codec] = counts.get(w.codec, 0) + 1
+    return "+".join(name if k == 1 else f"{name}x{k}" for name, k in counts.items())

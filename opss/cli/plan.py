@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from opss.cli._args import modelled_slowdown
+from opss.cli._args import add_wire_arguments, codec_summary, modelled_slowdown, wire_from_args
 from opss.errors import LinkModelError
 from opss.plan import STRATEGIES
 
@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--profiles-dir", default=None, metavar="DIR",
                         help="root of the profile tables (default: the repository's profiles/)")
     parser.add_argument("--no-build", action="store_true", help="fail instead of measuring a missing profile")
+    add_wire_arguments(parser)
     parser.add_argument("--json", default=None, metavar="FILE", help="write the plans as JSON ('-' = stdout)")
     parser.add_argument("--show-order", action="store_true", help="also print each strategy's client order")
     parser.set_defaults(func=run)
@@ -59,13 +60,14 @@ def _ms(x: float) -> str:
 
 
 def format_table(plans, po_total: float | None = None) -> str:
-    head = ["strategy", "client", "cut", "cut bytes", "compute ms", "upload ms", "hidden ms", "server ms",
-            "reply ms", "total ms", "vs po", "plan ms", "order"]
+    head = ["strategy", "client", "cut", "cut bytes", "wire bytes", "codecs", "compute ms", "upload ms", "hidden ms",
+            "server ms", "reply ms", "total ms", "vs po", "plan ms", "order"]
     rows = [head]
     for name, p in plans.items():
         pr = p.predicted
         rows.append([
             name, str(len(p.client)), str(len(p.cut)) if p.cut_bytes else "0", f"{p.cut_bytes:,}",
+            f"{p.wire_bytes:,}", codec_summary(p),
             _ms(pr.client_compute), _ms(pr.upload), _ms(pr.hidden_upload), _ms(pr.server), _ms(pr.reply),
             _ms(pr.total), f"{po_total / pr.total:.2f}x" if po_total else "-",
             f"{p.seconds_to_plan * 1e3:.1f}", "optimal" if p.optimal_order else ("-" if not p.pipelined else "heur."),
@@ -98,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
     kw = dict(root=args.profiles_dir, build_missing=not args.no_build, progress=True, graph=layer_graph)
     client_prof = load_or_build_profile(args.model, role="client", **kw)
     server_prof = load_or_build_profile(args.model, role="server", **kw)
+    wire = wire_from_args(args, layer_graph)
     graph, plans = plan_model(
         args.model, link, strategies, granularity=args.granularity, client_profile=client_prof,
         server_profile=server_prof, client_slowdown=args.client_slowdown, downlink=downlink, method=args.method,
-        layer_graph=layer_graph,
+        layer_graph=layer_graph, wire=wire,
     )
     po_total = plans["po"].total if "po" in plans else None
     # with --json - the JSON owns stdout; the human table goes to stderr
