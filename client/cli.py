@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from opss.cli._args import OneLineParser, positive_int, slowdown
+from opss.cli._args import OneLineParser, add_wire_arguments, positive_int, slowdown
 from opss.errors import OpssError
 from opss.plan import STRATEGIES
 from opss.stats import median, p90
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads for the client (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights (no --weights) and the input")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_wire_arguments(p, image=False)
     return p
 
 
@@ -130,6 +131,12 @@ def format_run(rep, runs: int, out: TextIO, timeline: bool) -> None:
           f" | server compute {_ms(float(tl.server.get('compute', 0.0)))} (pred {_ms(pr.server_compute)})"
           f" | last upload to reply {_ms(tl.after_upload)} (pred server+reply {_ms(pr.server + pr.reply)})",
           file=out)
+    if tl.encode:
+        codecs = {w["tensor"]: w for w in tl.wire()}
+        encs = ", ".join(f"{i.name} {codecs.get(i.name, {}).get('codec', '?')} {i.nbytes / 1e3:.1f}->"
+                         f"{codecs.get(i.name, {}).get('wire_bytes', 0) / 1e3:.1f} kB in {_ms(i.seconds)}"
+                         for i in tl.encode[:8])
+        print(f"  encoded: {encs}", file=out)
     if tl.upload:
         ups = ", ".join(f"{i.name} {_ms(i.start)}-{_ms(i.end)}" for i in tl.upload[:8])
         more = f", +{len(tl.upload) - 8} more" if len(tl.upload) > 8 else ""
@@ -179,37 +186,39 @@ def _read_token(path: str | None) -> str | None:
     return token
 
 
-def _input(args: argparse.Namespace) -> tuple[tuple[int, ...], Any]:
-    """The input shape and tensor: ``--image`` resized to the model's shape, else seeded noise."""
+def _input(args: argparse.Namespace) -> tuple[tuple[int, ...], Any, Any]:
+    """The input shape, tensor and image source: ``--image`` resized to the model's shape
+    (its file and uint8 crop may travel instead of the tensor), else seeded noise (no image)."""
     import torch
 
     from opss import models
-    from opss.client.inputs import load_image
+    from opss.client.inputs import load_image_input
 
     spec = models.get_spec(args.model)  # unknown model: one line before any work
     shape = tuple(spec.test_input_shape if args.small else spec.input_shape)
     if args.image:
-        return shape, load_image(args.image, shape)
-    return shape, torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+        return (shape, *load_image_input(args.image, shape))
+    return shape, torch.randn(shape, generator=torch.Generator().manual_seed(args.seed)), None
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from opss.client.session import ClientConfig, ClientSession
 
     token = _read_token(args.token_file)
-    shape, x = _input(args)
+    shape, x, image = _input(args)
     cfg = ClientConfig(
         model=args.model, server=args.server, strategy=args.strategy, link=args.link, throttle=args.throttle,
         wire_dtype=args.wire_dtype, small=args.small, weights=args.weights, token=token,
         client_slowdown=args.client_slowdown, timeout=args.deadline, seed=args.seed, threads=args.threads,
-        progress=not args.quiet,
+        progress=not args.quiet, codecs=args.codecs, max_error=args.max_error,
+        image_bytes=len(image.data) if image is not None else None,
     )
     session = ClientSession(cfg, out=out, err=err)
     try:
         print(session.describe_plan(), file=out)
         reports = []
         for _ in range(args.runs):
-            rep = session.run(x, verify=args.verify)
+            rep = session.run(x, verify=args.verify, image=image)
             format_run(rep, args.runs, out, args.timeline)
             reports.append(rep)
     finally:

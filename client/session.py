@@ -485,7 +485,7 @@ class ClientSession:
         n = len(self.plan_graph)
         lines = [
             f"plan {p.strategy}: {client}/{n} vertices on the client, cut {list(p.cut)} "
-            f"({p.cut_bytes / 1e3:.1f} kB), "
+            f"({p.cut_bytes / 1e3:.1f} kB{self._wire_note(p)}), "
             f"{'local only' if not p.cut_bytes else 'pipelined' if p.pipelined else 'compute, then upload'}"
             f"{', order proven optimal' if p.optimal_order else ''}",
             f"  predicted total {ms(pr.total)} = client {ms(pr.client_makespan)} (compute {ms(pr.client_compute)}, "
@@ -496,6 +496,13 @@ class ClientSession:
         else:
             lines.append(f"  order: {' '.join(p.order[:12])} ... {' '.join(p.order[-6:])}")
         return "\n".join(lines)
+
+    @staticmethod
+    def _wire_note(p: Any) -> str:
+        """`` as 16.0 kB: x file`` when codecs change what crosses the link."""
+        if not p.codecs:
+            return ""
+        return f" as {p.wire_bytes / 1e3:.1f} kB: " + ", ".join(f"{t} {c}" for t, c in p.codecs.items())
 
     def reference(self, x: Any) -> Any:
         """The local full-model output for ``x`` (the ``--verify`` oracle), cached per input."""

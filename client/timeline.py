@@ -138,10 +138,25 @@ class Timeline:
             "total": self.total,
         }
 
+    def wire(self) -> list[dict]:
+        """Per uploaded tensor: its codec, raw and wire bytes, encode and (server) decode seconds."""
+        arrivals = self.server.get("arrivals", {}) or {}
+        encodes = {i.name: i for i in self.encode}
+        out = []
+        for iv in self.upload:
+            a = arrivals.get(iv.name, {})
+            enc = encodes.get(iv.name)
+            raw = enc.nbytes if enc is not None else int(a.get("decoded_bytes", iv.nbytes))
+            out.append({"tensor": iv.name, "codec": a.get("codec", "raw" if enc is None else "?"),
+                        "bytes": int(raw), "wire_bytes": iv.nbytes,
+                        "encode_s": enc.seconds if enc is not None else 0.0, "decode_s": float(a.get("decode", 0.0))})
+        return out
+
     # ---- JSON ----------------------------------------------------------------------
     def to_json(self) -> dict:
         d = asdict(self)
         d["terms"] = self.terms()
+        d["wire"] = self.wire()
         return d
 
     @classmethod
