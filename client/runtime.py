@@ -231,8 +231,10 @@ class Threads:
 class _Sender:
     """Streams queued cut tensors on the call, recording one upload interval per tensor."""
 
-    def __init__(self, call: Call, q: queue.Queue, t0: float, throttle: TokenBucket | None) -> None:
+    def __init__(self, call: Call, q: queue.Queue, t0: float, throttle: TokenBucket | None,
+                 slowdown: float = 1.0) -> None:
         self.call = call
+        self.slowdown = slowdown  # an emulated slower client encodes slower too
         self.q = q
         self.t0 = t0
         self.throttle = throttle
@@ -253,6 +255,8 @@ class _Sender:
             try:
                 for chunk in self.call.chunks(name, tensor):
                     if nbytes == 0 and chunk.encoded:  # the codec ran before the first chunk
+                        if self.slowdown > 1.0:
+                            time.sleep((self.slowdown - 1.0) * (time.perf_counter() - self.t0 - start))
                         enc_end = time.perf_counter() - self.t0
                         self.encodes.append(Interval("encode", name, start, enc_end, chunk.decoded))
                         start = enc_end
@@ -343,7 +347,7 @@ def run_inference(
     # t=0 of the timeline is the start of computation (opening a call is not counted
     # separately: with gRPC it is non-blocking)
     q: queue.Queue = queue.Queue(maxsize=len(ex.cut) + 1)
-    sender = _Sender(call, q, t0, throttle) if call is not None else None
+    sender = _Sender(call, q, t0, throttle, slowdown) if call is not None else None
     sending = threads.send.submit(sender.run) if sender is not None else None
     computed, compute, compute_error = threads.compute.submit(
         _compute_client_part, ex, x, q if sender is not None else None, t0, slowdown, pace).result()

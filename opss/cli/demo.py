@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from opss.cli._args import positive_int, slowdown
+from opss.cli._args import add_wire_arguments, positive_int, slowdown
 
 
 def register(subparsers) -> None:
@@ -34,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--wire-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the cut tensors on the wire (default float32)")
     p.add_argument("--small", action="store_true", help="the models' small test inputs (seconds, not minutes)")
+    add_wire_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from opss.lab.demo import run_demo
 
     results = run_demo(args.model, args.link, args.runs, args.client_slowdown, args.small,
-                       wire_dtype=args.wire_dtype)
+                       wire_dtype=args.wire_dtype, codecs=args.codecs, max_error=args.max_error, image=args.image)
     po = results.get("po", {}).get("median_s")
     best = min(r["median_s"] for r in results.values())
     if po and best >= po * 0.98:

@@ -22,27 +22,38 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from opss.lab.harness import BASELINES, StrategyResults, input_shape, measure_strategies, open_session, start_server
+from opss.lab.harness import (
+    BASELINES,
+    StrategyResults,
+    input_shape,
+    measure_strategies,
+    open_session,
+    open_variant,
+    sample_input,
+    start_server,
+)
 from opss.plan import STRATEGIES
 
-__all__ = ["format_table", "run_demo"]
+__all__ = ["demo_arms", "format_table", "run_demo"]
 
 
 def format_table(results: dict, link_text: str) -> str:
     """The comparison table (times in ms)."""
-    po = results.get("po", {}).get("median_s")
-    base = [results[s]["median_s"] for s in BASELINES if s in results]
+    po = results.get("po@raw", results.get("po", {})).get("median_s")  # the paper's partition-only
+    base = [r["median_s"] for s, r in results.items() if s.partition("@")[0] in BASELINES]
     best_lo_co = min(base) if base else None
-    head = (f"{'strategy':<9}{'client':>8}{'cut':>5}{'upload kB':>11}{'measured':>11}{'predicted':>11}"
+    head = (f"{'strategy':<10}{'client':>7}{'cut':>5}{'upload kB':>11}{'codecs':>8}{'measured':>11}{'predicted':>11}"
             f"{'error':>8}{'vs po':>8}{'vs best lo/co':>15}{'verify':>8}")
     lines = [f"link {link_text}", head, "-" * len(head)]
     for name, r in results.items():
         err = (r["median_s"] - r["predicted_s"]) / r["predicted_s"] * 100 if r["predicted_s"] > 0 else float("nan")
         vs_po = f"{po / r['median_s']:.2f}x" if po else "-"
         vs_best = f"{best_lo_co / r['median_s']:.2f}x" if best_lo_co else "-"
+        codecs = "+".join(sorted(set(r.get("codecs", {}).values()))) or ("raw" if r["uploads"] else "-")
         lines.append(
-            f"{name:<9}{r['client_vertices']:>8}{len(r['cut']) if r['uploads'] else 0:>5}"
-            f"{r['cut_bytes'] / 1e3:>11.1f}{r['median_s'] * 1e3:>9.1f}ms{r['predicted_s'] * 1e3:>9.1f}ms"
+            f"{name:<10}{r['client_vertices']:>7}{len(r['cut']) if r['uploads'] else 0:>5}"
+            f"{r.get('wire_bytes', r['cut_bytes']) / 1e3:>11.1f}{codecs:>8}"
+            f"{r['median_s'] * 1e3:>9.1f}ms{r['predicted_s'] * 1e3:>9.1f}ms"
             f"{err:>+7.1f}%{vs_po:>8}{vs_best:>15}{'ok' if r['verified'] else 'FAILED':>8}"
         )
     return "\n".join(lines)
@@ -50,6 +61,15 @@ def format_table(results: dict, link_text: str) -> str:
 
 def _sayer(out: TextIO | None) -> Callable[[str], None]:
     return (lambda m: print(m, file=out, flush=True)) if out is not None else (lambda m: None)
+
+
+def demo_arms(strategies: tuple[str, ...], codecs: str) -> tuple[str, ...]:
+    """The compared arms: every strategy with ``codecs``, and beside them the paper's raw
+    float32 ``co``, ``po`` and ``joint`` (``name@raw``) unless ``codecs`` is raw already."""
+    if codecs == "raw":
+        return strategies
+    raw = tuple(f"{s}@raw" for s in ("co", "po", "joint") if s in strategies)
+    return tuple(dict.fromkeys((*strategies[:2], *raw, *strategies[2:])))
 
 
 def run_demo(
@@ -61,6 +81,9 @@ def run_demo(
     *,
     strategies: tuple[str, ...] = STRATEGIES,
     wire_dtype: str = "float32",
+    codecs: str = "lossless",
+    max_error: float | None = None,
+    image: str | None = None,
     out: TextIO | None = sys.stdout,
     err: TextIO | None = sys.stderr,
     seed: int = 0,
@@ -74,10 +97,14 @@ def run_demo(
     (1: as fast; a Raspberry Pi class board is several times slower): each
     client layer then takes ``client_slowdown`` times its profiled time (the
     compute thread sleeps out the rest after the real computation).
-    ``small`` uses the models' small test inputs. Raises OpssError on a bad
-    model name or link. ``fresh_profiles`` measures both profiles now (a few
-    seconds) instead of using the stored tables: client and server share this
-    machine, so its current load is what both will see.
+    ``small`` uses the models' small test inputs. ``codecs``/``max_error`` say
+    what may cross the link; the input is the photo ``image`` (a file; default
+    the sample photo matplotlib ships, whose JPEG file is what a camera sends),
+    and the paper's raw float32 arms run beside the codec ones
+    (:func:`demo_arms`). Raises OpssError on a bad model name or link.
+    ``fresh_profiles`` measures both profiles now (a few seconds) instead of
+    using the stored tables: client and server share this machine, so its
+    current load is what both will see.
     """
     from opss import models
     from opss.link import link_from_spec
@@ -86,28 +113,44 @@ def run_demo(
     models.get_spec(model)  # unknown model: fail before starting anything
     fixed = link_from_spec(link)
     say = _sayer(out)
-    say(f"opss demo: {model} at {list(input_shape(model, small))}, uplink {link} ({fixed.mbps:.2f} Mbps, "
+    shape = input_shape(model, small)
+    photo = _photo(image, shape)
+    say(f"opss demo: {model} at {list(shape)}, uplink {link} ({fixed.mbps:.2f} Mbps, "
         f"token bucket in the sender), client {client_slowdown:g}x slower than this CPU (1 thread), "
-        f"in-process server on 127.0.0.1")
+        f"in-process server on 127.0.0.1; input {image or 'grace_hopper.jpg (matplotlib sample)'}, "
+        f"{len(photo[1].data) / 1e3:.1f} kB file; codecs {codecs}")
     server = start_server(model, small, seed, fresh_profiles)
-    session = None
+    session = raw = None
+    arms = demo_arms(strategies, codecs)
     try:
         say(f"server: listening on 127.0.0.1:{server.port} ({server.store.device})")
         session = open_session(
             strategies, out=out, err=err, model=model, server=f"127.0.0.1:{server.port}", link=link,
             throttle=fixed.b, wire_dtype=wire_dtype, small=small, seed=seed,
             client_slowdown=float(client_slowdown), progress=out is not None, fresh_profile=fresh_profiles,
-            pace=True,
+            pace=True, codecs=codecs, max_error=max_error, image_bytes=len(photo[1].data),
         )
+        raw_names = tuple(a.partition("@")[0] for a in arms if a.endswith("@raw"))
+        if raw_names:
+            raw = open_variant(session, raw_names, codecs="raw")
         for name in strategies:
             say(session.describe_plan(name))
-        results = measure_strategies(session, strategies, runs, seed=seed, say=say)
+        results = measure_strategies(session, arms, runs, seed=seed, say=say, image=photo,
+                                     variants={"raw": raw} if raw is not None else None)
         _report(say, results, f"{link} ({fixed.mbps:.2f} Mbps), {runs} runs each, medians", t_start)
         return results
     finally:
-        if session is not None:
-            session.close()
+        for sess in (session, raw):
+            if sess is not None:
+                sess.close()
         server.stop(0).wait(5)
+
+
+def _photo(image: str | None, shape) -> tuple:
+    """``(tensor, ImageSource)`` of ``image`` (a file) or of the sample photo."""
+    from opss.client.inputs import load_image_input
+
+    return load_image_input(image, tuple(shape)) if image else sample_input(shape)
 
 
 def _report(say: Callable[[str], None], results: StrategyResults, link_text: str, t_start: float) -> None:

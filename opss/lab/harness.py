@@ -12,12 +12,15 @@ are collected beside the plan's prediction.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from opss.errors import OpssError
 from opss.stats import median, p90
 
-__all__ = ["BASELINES", "StrategyResults", "input_shape", "measure_strategies", "open_session", "start_server"]
+__all__ = ["BASELINES", "StrategyResults", "input_shape", "measure_strategies", "open_session", "open_variant",
+           "sample_input",
+           "start_server"]
 
 #: The single-side strategies (all local, all cloud) whose best the reports compare against.
 BASELINES = ("lo", "co")
@@ -80,31 +83,55 @@ def open_session(strategies: Sequence[str], *, out: TextIO | None = None, err: T
     """
     from opss.client.session import ClientConfig, ClientSession
 
-    cfg = ClientConfig(strategy=strategies[0], also_plan=tuple(strategies[1:]), **config)
+    names = tuple(dict.fromkeys(label.partition("@")[0] for label in strategies))
+    cfg = ClientConfig(strategy=names[0], also_plan=names[1:], **config)
     return ClientSession(cfg, out=out, err=err, client_profile=client_profile, server_profile=server_profile)
+
+
+def open_variant(base: Any, strategies: Sequence[str], **changes: Any) -> Any:
+    """Another session on ``base``'s model, server, profiles and link settings, planning
+    ``strategies`` with ``changes`` to its config (e.g. ``codecs="raw"``): the arms of
+    a side-by-side comparison."""
+    import dataclasses
+
+    from opss.client.session import ClientSession
+
+    cfg = dataclasses.replace(base.config, strategy=strategies[0], also_plan=tuple(strategies[1:]), **changes)
+    return ClientSession(cfg, out=None, err=base.err, resolved=base.resolved, client_profile=base.client_profile,
+                         server_profile=base.server_profile)
 
 
 def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, seed: int = 0,
                        say: Callable[[str], None] | None = None,
-                       on_run: Callable[[str, Any], None] | None = None) -> StrategyResults:
+                       on_run: Callable[[str, Any], None] | None = None,
+                       image: Any = None, variants: Mapping[str, Any] | None = None) -> StrategyResults:
     """Run every strategy ``runs`` times, round-robin after one warm-up round; verify every output.
 
-    The input is ``torch.randn(session.input_shape)`` from ``seed``. ``say`` hears
-    the reason of every local fallback; ``on_run(strategy, report)`` is called
-    after every measured run (not the warm-up), as soon as it finished.
-    Returns per strategy the measured median, p90 and every latency (seconds),
-    the prediction, the cut, and whether every output matched the local full model.
+    The input is the photo ``image`` (``(tensor, ImageSource)``, e.g. from
+    :func:`sample_input`) or else ``torch.randn(session.input_shape)`` from
+    ``seed``. ``variants`` adds arms planned by other sessions on the same server
+    and input (e.g. ``{"raw": session_with_codecs_raw}``): a strategy named
+    ``"joint@raw"`` runs ``joint`` of the ``raw`` session, interleaved with the
+    rest. ``say`` hears the reason of every local fallback; ``on_run(strategy,
+    report)`` is called after every measured run (not the warm-up), as soon as it
+    finished. Returns per strategy the measured median, p90 and every latency
+    (seconds), the prediction, the cut, and whether every output matched the
+    local full model.
     """
     import torch
 
-    x = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(seed))
+    if image is not None:
+        x, source = image
+    else:
+        x, source = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(seed)), None
+    arms = {label: _arm(session, variants or {}, label) for label in strategies}
     times: dict[str, list[float]] = {name: [] for name in strategies}
     verified = {name: True for name in strategies}
     fallbacks = {name: 0 for name in strategies}
     for rnd in range(runs + 1):  # round 0 warms up every path
-        for name in strategies:
-            session.use(name)
-            rep = session.run(x, verify=True)
+        for name, (sess, strategy) in arms.items():
+            sess.use(strategy)
+            rep = sess.run(x, verify=True, image=source)
             verified[name] &= bool(rep.verify_ok)
             if rep.result.fell_back:
                 fallbacks[name] += 1
@@ -114,8 +141,34 @@ def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, se
                 times[name].append(rep.latency)
                 if on_run is not None:
                     on_run(name, rep)
-    return StrategyResults({name: _result(session.plans[name], times[name], verified[name], fallbacks[name])
-                            for name in strategies})
+    return StrategyResults({name: _result(sess.plans[strategy], times[name], verified[name], fallbacks[name])
+                            for name, (sess, strategy) in arms.items()})
+
+
+def _arm(session: Any, variants: Mapping[str, Any], label: str) -> tuple[Any, str]:
+    """``(session, strategy)`` of an arm label ``strategy`` or ``strategy@variant``."""
+    strategy, _, variant = label.partition("@")
+    if not variant:
+        return session, strategy
+    if variant not in variants:
+        raise OpssError(f"arm {label!r}: no session for variant {variant!r}, expected one of {sorted(variants)}")
+    return variants[variant], strategy
+
+
+def sample_input(shape: Sequence[int], name: str = "grace_hopper.jpg") -> tuple[Any, Any]:
+    """A sample photo that installed packages ship, as ``(tensor, ImageSource)`` at ``shape``:
+    its file is what a camera would send (:mod:`opss.samples`)."""
+    import tempfile
+    from pathlib import Path
+
+    from opss import samples
+    from opss.client.inputs import load_image_input
+
+    data = dict(samples.sample_images())[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        return load_image_input(path, tuple(shape))
 
 
 def _result(plan: Any, latencies: list[float], verified: bool, fallbacks: int) -> dict:
@@ -130,6 +183,8 @@ def _result(plan: Any, latencies: list[float], verified: bool, fallbacks: int) -
         "cut": list(plan.cut),
         "uploads": bool(plan.cut_bytes),
         "cut_bytes": plan.cut_bytes,
+        "wire_bytes": plan.wire_bytes,
+        "codecs": dict(plan.codecs),
         "verified": verified,
         "fallbacks": fallbacks,
     }
