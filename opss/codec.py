@@ -78,6 +78,7 @@ __all__ = [
     "encode",
     "max_payload_bytes",
     "parse_codecs",
+    "relative_error",
 ]
 
 
@@ -220,7 +221,7 @@ def _transform(flat: np.ndarray) -> np.ndarray | memoryview:
         return memoryview(flat.view(np.uint8))
     u = flat.view(_UINT[k])
     nonzero = u != 0
-    values = u[nonzero]
+    values = np.compress(nonzero, u)  # 5x faster than u[nonzero] on a random mask
     mb = _mask_bytes(u.size)
     out = np.empty(mb + values.size * k, np.uint8)
     out[:mb] = np.packbits(nonzero)
@@ -247,7 +248,7 @@ def _untransform(content: bytes, n: int, k: int, what: str) -> np.ndarray:
     for j in range(k):  # column by column: 5x faster than a transposed copy
         values[:, j] = planes[j]
     out = np.zeros(n, _UINT[k])
-    out[nonzero] = values.view(_UINT[k]).reshape(nnz)
+    out[np.flatnonzero(nonzero)] = values.view(_UINT[k]).reshape(nnz)  # 4x faster than out[nonzero]
     return out.view(np.uint8)
 
 
@@ -319,10 +320,20 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def _to_fp16(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         h = x.astype(np.float16)
-    _refuse_overflow(x, np.isinf(h), "fp16", 65504.0)
+    if x.size and _finite_absmax(x) > 65504.0:  # only then can a finite value become Inf
+        _refuse_overflow(x, np.isinf(h), "fp16", 65504.0)
     return h
+
+
+def _finite_absmax(x: np.ndarray) -> float:
+    """The largest |x| among the finite values (fast path: no NaN/Inf at all)."""
+    hi, lo = float(x.max()), float(x.min())
+    if math.isfinite(hi) and math.isfinite(lo):
+        return max(hi, -lo)
+    finite = x[np.isfinite(x)]
+    return float(np.abs(finite).max()) if finite.size else 0.0
 
 
 def _to_bf16(x: np.ndarray) -> np.ndarray:
@@ -333,8 +344,9 @@ def _to_bf16(x: np.ndarray) -> np.ndarray:
     nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
     if nan.any():
         rounded[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
-    inf = (rounded & np.uint16(0x7FFF)) == np.uint16(0x7F80)
-    _refuse_overflow(x, inf, "bf16", 3.3961e38)
+    if x.size and _finite_absmax(x) >= 3.3961e38:
+        inf = (rounded & np.uint16(0x7FFF)) == np.uint16(0x7F80)
+        _refuse_overflow(x, inf, "bf16", 3.3961e38)
     return rounded
 
 
@@ -375,10 +387,10 @@ def _quantize(x: np.ndarray) -> tuple[np.ndarray, tuple[float, ...], tuple[int, 
     bshape = (1, -1) + (1,) * (x.ndim - 2) if axis == 1 else (1,) * x.ndim
     s = scale.reshape(bshape) if axis == 1 else scale[0]
     z = zero.reshape(bshape).astype(np.float32) if axis == 1 else np.float32(zero[0])
-    q = np.rint(x / s)
+    q = np.rint(x.reshape(-1) / s if axis == -1 else x / s)  # 1-d: 0-d arithmetic would give scalars
     q += z
     np.clip(q, -128, 127, out=q)
-    return q.astype(np.int8), tuple(float(v) for v in scale), tuple(int(v) for v in zero), axis
+    return q.astype(np.int8).reshape(x.shape), tuple(float(v) for v in scale), tuple(int(v) for v in zero), axis
 
 
 def _dequantize(q: np.ndarray, scale: tuple[float, ...], zero: tuple[int, ...], axis: int) -> np.ndarray:
@@ -388,10 +400,10 @@ def _dequantize(q: np.ndarray, scale: tuple[float, ...], zero: tuple[int, ...], 
         z = np.asarray(zero, np.float32).reshape(bshape)
     else:
         s, z = np.float32(scale[0]), np.float32(zero[0])
-    out = q.astype(np.float32)
+    out = q.astype(np.float32).reshape(q.shape if axis == 1 else (-1,))
     out -= z
     out *= s
-    return out
+    return out.reshape(q.shape)
 
 
 # ---------------------------------------------------------------------------
@@ -407,7 +419,9 @@ def encode(array, codec: str) -> Encoded:
         raise CodecError(f"unknown codec {codec!r}: expected one of {list(CODECS)}")
     if codec == "file":
         return _encode_file(array)
-    x = np.ascontiguousarray(array)
+    x = np.asarray(array)
+    if not x.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+        x = x.copy(order="C")
     if x.dtype.byteorder == ">":
         x = x.astype(x.dtype.newbyteorder("<"))
     dtype = x.dtype.name
@@ -593,3 +607,18 @@ def decode(enc: Encoded, *, expect_dtype: str | None = None, expect_shape: tuple
         return (stage.view("<u2").astype(np.uint32) << np.uint32(16)).view(np.float32).reshape(shape)
     q = stage.view(np.int8).reshape(shape)
     return _dequantize(q, enc.scale, tuple(int(v) for v in enc.zero_point), enc.axis)
+
+
+def relative_error(reference: np.ndarray, approx: np.ndarray) -> float:
+    """``||approx - reference|| / ||reference||`` (L2 over all elements, float64):
+    how far a model output computed from a decoded tensor is from the exact one.
+    0 when both are all zeros, inf when only the reference is; NaN if either has NaN."""
+    ref = np.asarray(reference, np.float64).reshape(-1)
+    got = np.asarray(approx, np.float64).reshape(-1)
+    if ref.shape != got.shape:
+        raise CodecError(f"relative_error: expected outputs of the same size, got {ref.size} and {got.size}")
+    num = float(np.linalg.norm(got - ref))
+    den = float(np.linalg.norm(ref))
+    if den == 0:
+        return 0.0 if num == 0 else math.inf
+    return num / den

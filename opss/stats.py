@@ -14,16 +14,21 @@ One definition for every report (``opss-client``'s summary, ``opss demo``,
   samples when ``n`` is even).
 
 Both return ``nan`` for no samples, so a table can show a missing cell.
+
+:func:`bootstrap_ci` is the percentile bootstrap confidence interval of a
+statistic (default the median), seeded, for benchmark tables that quote a
+median with its uncertainty.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 
-__all__ = ["median", "p90", "percentile"]
+__all__ = ["bootstrap_ci", "median", "p90", "percentile"]
 
 
 def percentile(samples: Iterable[float], q: float) -> float:
@@ -46,3 +51,30 @@ def median(samples: Iterable[float]) -> float:
     """The median (:func:`statistics.median`); ``nan`` if empty."""
     xs = list(samples)
     return statistics.median(xs) if xs else float("nan")
+
+
+def bootstrap_ci(
+    samples: Iterable[float],
+    stat: Callable[[Sequence[float]], float] = median,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The percentile bootstrap ``confidence`` interval of ``stat(samples)``.
+
+    ``resamples`` resamples with replacement (``random.Random(seed)``), the
+    statistic of each, and their nearest-rank ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` percentiles. ``(nan, nan)`` for no samples."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"bootstrap_ci: expected 0 < confidence < 1, got {confidence!r}")
+    if resamples < 1:
+        raise ValueError(f"bootstrap_ci: expected at least 1 resample, got {resamples!r}")
+    xs = list(samples)
+    if not xs:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    n = len(xs)
+    stats = [stat([xs[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples)]
+    tail = (1 - confidence) / 2 * 100
+    return percentile(stats, tail), percentile(stats, 100 - tail)

@@ -9,6 +9,38 @@ from PIL import Image
 from opss.client.inputs import MEAN, STD, load_image
 from opss.errors import OpssError, ShapeMismatchError
 from opss.labels import imagenet_classes, label, topk
+from opss.samples import sample_images, sample_jpeg
+
+
+def _load_image_before_preprocess(path, shape):
+    """load_image as it was before opss.preprocess (PIL resize/crop, torch arithmetic): the oracle."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        h, w = int(shape[2]), int(shape[3])
+        short = max(h, w) * 256 // 224
+        iw, ih = im.size
+        scale = short / min(iw, ih)
+        im = im.resize((max(w, round(iw * scale)), max(h, round(ih * scale))), Image.BILINEAR)
+        iw, ih = im.size
+        left, top = (iw - w) // 2, (ih - h) // 2
+        im = im.crop((left, top, left + w, top + h))
+        data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    x = data.reshape(h, w, 3).permute(2, 0, 1).float().div(255.0)
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    std = torch.tensor(STD).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0).contiguous()
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 224, 224), (1, 3, 299, 299), (1, 3, 64, 96), (1, 3, 17, 17)])
+def test_load_image_is_bit_identical_to_the_old_formula_on_real_photos(tmp_path, shape):
+    photos = [*sample_images(), ("grace_hopper_q90.jpg", sample_jpeg(90))]
+    for name, data in photos:
+        path = tmp_path / name
+        path.write_bytes(data)
+        got, want = load_image(path, shape), _load_image_before_preprocess(path, shape)
+        assert got.dtype == want.dtype == torch.float32 and got.shape == want.shape == shape
+        assert got.is_contiguous()
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), name  # every bit
 
 
 def test_solid_image_is_resized_cropped_and_normalized(tmp_path):
@@ -39,8 +71,14 @@ def test_bad_images_are_one_line_errors(tmp_path):
         load_image(junk, (1, 3, 8, 8))
     with pytest.raises(OpssError, match="no such file"):
         load_image(tmp_path / "missing.jpg", (1, 3, 8, 8))
-    with pytest.raises(ShapeMismatchError, match="expected a model taking"):
+    with pytest.raises(ShapeMismatchError, match=r"--image: expected a model taking \(1, 3, H, W\) images"):
         load_image(junk, (1, 64))
+    truncated = tmp_path / "half.jpg"
+    truncated.write_bytes(sample_jpeg()[:20_000])
+    with pytest.raises(OpssError, match=r"cannot read it as an image \(OSError\)"):
+        load_image(truncated, (1, 3, 8, 8))
+    with pytest.raises(OpssError, match=r"cannot read it as an image \(UnidentifiedImageError\)"):
+        load_image(junk, (1, 3, 8, 8))
 
 
 def test_labels_are_the_1000_imagenet_classes_and_topk_sorts():
