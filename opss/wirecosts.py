@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opss.errors import ProfileError
+from opss.errors import OpssError, ProfileError
 
 __all__ = ["CodecCost", "CodecTable", "WireChoice", "codec_table_path", "load_or_build_codec_table",
            "measure_codec_table", "wire_options"]
@@ -201,7 +201,10 @@ def _tensor_costs(array: Any, codecs: Sequence[str], repeats: int) -> dict[str, 
     for name in codecs:
         if name in ("raw", "uint8", "file"):
             continue
-        enc, enc_s = _timed(lambda: cd.encode(array, name), repeats)
+        try:
+            enc, enc_s = _timed(lambda: cd.encode(array, name), repeats)
+        except OpssError:  # this codec refuses this tensor (e.g. fp16 overflow): not a candidate
+            continue
         _, dec_s = _timed(lambda: cd.decode(enc), repeats)
         out[name] = (len(enc.payload) / raw, enc_s, dec_s)
     return out
@@ -231,15 +234,23 @@ def _output_errors(graph: Any, x: Any, outputs: Mapping[str, Any], lossy: Sequen
 
     ref = outputs[graph.output_id]
     scale = float(np.max(np.abs(ref))) or 1.0
+    # a lossy codec's error is its lossy stage's ("int8+zstd" decodes to what "int8" does)
+    stages = {name: cd.CODECS[name].lossy_stage or name for name in lossy}
     errors: dict[str, dict[str, float]] = {}
     for v in vertices:
         parts = split(graph, graph.dag.closure([v]))
         feed = {c: torch.from_numpy(outputs[c]) for c in parts.server.inputs}
-        for name in lossy:
-            decoded = cd.decode(cd.encode(outputs[v], name))
+        by_stage: dict[str, float] = {}
+        for stage in dict.fromkeys(stages.values()):
+            try:
+                decoded = cd.decode(cd.encode(outputs[v], stage))
+            except OpssError:  # the codec refuses this tensor (e.g. fp16 overflow): never admitted
+                by_stage[stage] = math.inf
+                continue
             with torch.no_grad():
                 y = parts.server.run({**feed, v: torch.from_numpy(np.ascontiguousarray(decoded))})
-            errors.setdefault(v, {})[name] = float(np.max(np.abs(y.numpy() - ref))) / scale
+            by_stage[stage] = float(np.max(np.abs(y.numpy() - ref))) / scale
+        errors[v] = {name: by_stage[stage] for name, stage in stages.items()}
     return errors
 
 
@@ -278,7 +289,7 @@ def measure_codec_table(graph: Any, *, codecs: Sequence[str] | None = None, imag
             for name, c in _input_form_costs(photo, shape, repeats).items():
                 runs.setdefault(graph.input_id, {}).setdefault(name, []).append(c)
         lossy = [n for n in names if n in cd.CODECS and not cd.CODECS[n].exact]
-        if errors and lossy:
+        if errors and lossy and photo is photos[0]:  # the error on one photo: a full run per tensor and stage
             for v, per in _output_errors(graph, x, outputs, lossy, candidates).items():
                 for name, e in per.items():
                     errs.setdefault(v, {}).setdefault(name, []).append(e)
