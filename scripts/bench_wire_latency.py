@@ -63,10 +63,8 @@ def predicted_rows(models: list[str], links, slowdown: float, photo_bytes: int) 
                     row["joint_wire_kB"] = plans["joint"].wire_bytes / 1e3
                     row["joint_codecs"] = "+".join(sorted(set(plans["joint"].codecs.values()))) or "-"
                     row["joint_client"] = len(plans["joint"].client)
+                    row["joint_raw_over_joint"] = per["raw"]["joint"].total / plans["joint"].total
                     rows.append(row)
-                for label in ("lossless", "lossy"):
-                    rows[-(3 - ("raw", "lossless", "lossy").index(label))]["joint_raw_over_joint"] = (
-                        per["raw"]["joint"].total / per[label]["joint"].total)
     return rows
 
 

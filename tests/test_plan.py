@@ -299,11 +299,16 @@ def test_strategy_ordering_on_random_dags(seed):
 # the latency model, recomputed independently
 
 
-def simulate(graph, client, order, f, s, link, pipelined):
+def simulate(graph, client, order, f, s, link, pipelined, upload=None):
     """An event simulation written separately from opss.latency: a compute unit, a FIFO link
-    and a server that picks the earliest-ready vertex (ties by topological position)."""
+    and a server that picks the earliest-ready vertex (ties by topological position).
+    ``upload(v)`` -> ``(seconds on the sender, seconds until the server can use it after)``
+    (default: ``c + bytes / b`` and nothing after)."""
     pos = {v: i for i, v in enumerate(graph.ids)}
     uploads = [v for v in order if any(w not in client for w in graph.succs(v))]
+    if upload is None:
+        def upload(v):
+            return link.c + graph.nbytes[v] / link.b, 0.0
     # client compute
     done_at, clock = {}, 0.0
     for v in order:
@@ -314,8 +319,9 @@ def simulate(graph, client, order, f, s, link, pipelined):
     arrive = {}
     for v in uploads:
         start = max(done_at[v], link_free)
-        link_free = start + link.c + graph.nbytes[v] / link.b
-        arrive[v] = link_free
+        send, after = upload(v)
+        link_free = start + send
+        arrive[v] = link_free + after
     client_end = max(clock, link_free)
     server = [v for v in graph.ids if v not in client]
     if not server:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from opss.link import LinkModel
 from opss.plan import plan_all
 from opss.wirecosts import CodecCost, CodecTable
-from test_plan import downsets, random_graph
+from test_plan import downsets, random_graph, simulate
 
 CODECS = ("raw", "zstd", "lz4", "fp16", "int8")
 
@@ -42,7 +43,6 @@ def wire_choice(table, v, nbytes, link, allowed, max_error, slowdown):
             continue
         if name not in exact and (max_error is None or c.error is None or c.error > max_error):
             continue
-        import math
         wire = math.ceil(c.ratio * nbytes)
         t = c.encode_s * slowdown + link.c + wire / link.b + c.decode_s
         if t < best_t - 1e-15:
@@ -57,39 +57,11 @@ def brute_force(graph, f, s, link, table, allowed, max_error, slowdown=1.0):
     for cset in downsets(graph):
         members = [v for v in graph.ids if v in cset]
         for order in itertools.permutations(members):
-            if any(graph.ids.index(p) >= 0 and order.index(p) > order.index(v)
-                   for v in order for p in graph.preds(v)):
+            if any(order.index(p) > order.index(v) for v in order for p in graph.preds(v)):
                 continue
-            best = min(best, simulate(graph, cset, order, f, s, link, choice))
+            best = min(best, simulate(graph, cset, order, f, s, link, True,
+                                      upload=lambda v: (choice[v][2] + link.c + choice[v][1] / link.b, choice[v][3])))
     return best
-
-
-def simulate(graph, client, order, f, s, link, choice):
-    pos = {v: i for i, v in enumerate(graph.ids)}
-    clock, link_free, arrive = 0.0, 0.0, {}
-    for v in order:
-        clock += f[v]
-        if any(w not in client for w in graph.succs(v)):
-            _, wire, enc, dec = choice[v]
-            start = max(clock, link_free)
-            link_free = start + enc + link.c + wire / link.b
-            arrive[v] = link_free + dec
-    client_end = max(clock, link_free)
-    server = [v for v in graph.ids if v not in client]
-    if not server:
-        return client_end
-    finished, t = {}, 0.0
-    while len(finished) < len(server):
-        ready = []
-        for v in server:
-            if v in finished or any(p not in client and p not in finished for p in graph.preds(v)):
-                continue
-            r = max([arrive[p] if p in client else finished[p] for p in graph.preds(v)] or [0.0])
-            ready.append((r, pos[v], v))
-        r, _, v = min(ready)
-        t = max(t, r) + s[v]
-        finished[v] = t
-    return max(t, client_end) + link.c + graph.nbytes[graph.output_id] / link.b
 
 
 @pytest.mark.parametrize("seed", range(12))
