@@ -324,8 +324,13 @@ def load_or_build_codec_table(graph: Any, *, tag: str, root: str | os.PathLike |
     path = codec_table_path(graph.model, tag, root, shape)
     if path.exists():
         table = CodecTable.load(path)
-        if list(table.meta.get("input_shape", [])) == shape and (table.meta.get("errors") or not errors):
-            return table
+        if list(table.meta.get("input_shape", [])) == shape:
+            if table.meta.get("errors") or not errors:
+                return table
+            if not build_missing:  # usable: its lossy codecs have no measured error, so none is admitted
+                print(f"opss: codec table {path} has no lossy output errors: lossy codecs stay unused",
+                      file=out)
+                return table
     if not build_missing:
         raise ProfileError(f"no codec table for {graph.model!r} on {tag}: expected {str(path)!r}")
     print(f"opss: measuring codec costs of {graph.model!r} on the sample photos"

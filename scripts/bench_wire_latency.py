@@ -53,7 +53,8 @@ def predicted_rows(models: list[str], links, slowdown: float, photo_bytes: int) 
                 per = {}
                 for label, spec, err in (("raw", "raw", None), ("lossless", "lossless", None),
                                          ("lossy", "all", 0.01)):
-                    wire = wire_options(lg, spec, max_error=err, image_bytes=image_bytes, progress=False)
+                    wire = wire_options(lg, spec, max_error=err, image_bytes=image_bytes, progress=False,
+                                        build_missing=False)  # the committed tables
                     _, plans = plan_model(model, link, STRATEGIES, client_slowdown=slowdown, layer_graph=lg,
                                           wire=wire, progress=False)
                     per[label] = plans
