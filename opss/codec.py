@@ -490,7 +490,7 @@ def _check_header(enc: Encoded, expect_dtype: str | None, expect_shape) -> tuple
         raise CodecError(f"{what}: expected dtype float32, got {enc.dtype!r}")
     if info.input_form and enc.dtype != "uint8":
         raise CodecError(f"{what}: expected dtype uint8, got {enc.dtype!r}")
-    shape = enc.shape
+    shape = tuple(enc.shape) if isinstance(enc.shape, (tuple, list)) else enc.shape
     if (not isinstance(shape, tuple) or len(shape) > _MAX_NDIM
             or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise CodecError(f"{what}: expected a shape of at most {_MAX_NDIM} non-negative ints, got {shape!r}")
@@ -600,6 +600,8 @@ def decode(enc: Encoded, *, expect_dtype: str | None = None, expect_shape: tuple
         stage = _untransform(content, n, k, what)
     shape = tuple(int(d) for d in enc.shape)
     if info.lossy_stage is None:
+        if enc.dtype == "bool" and stage.size and int(stage.max()) > 1:
+            raise CodecError(f"{what}: expected bool bytes 0 or 1, got {int(stage.max())}")
         return stage.view(np.dtype(enc.dtype).newbyteorder("<")).reshape(shape)
     if info.lossy_stage == "fp16":
         return stage.view("<f2").astype(np.float32).reshape(shape)

@@ -261,6 +261,7 @@ def _good(name: str = "zstd") -> Encoded:
         ("raw", {"shape": (1, 4, 8, 8.0)}, "non-negative ints"),
         ("raw", {"scale": (1.0,), "zero_point": (0,)}, "expected no scale"),
         ("raw", {"payload": "text"}, "payload as bytes"),
+        ("raw", {"dtype": "bool", "decoded_bytes": 256, "payload": b"\x02" * 256}, "bool bytes 0 or 1"),
         ("fp16", {"payload": b"\x00" * 256}, "expected a payload of 512 bytes"),
         ("fp16", {"dtype": "float16", "decoded_bytes": 512}, "expected dtype float32"),
         ("int8", {"payload": b"\x00" * 255}, "expected a payload of 256 bytes"),
