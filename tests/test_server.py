@@ -472,15 +472,16 @@ def test_graceful_shutdown_finishes_in_flight_request(tiny, resnet) -> None:
         assert stopped.wait(10)
 
 
-def test_stalled_stream_is_cancelled_after_stream_timeout(tiny, resnet) -> None:
+def test_stalled_stream_ends_at_the_call_deadline(tiny, resnet) -> None:
     h = tiny(max_inflight=1, stream_timeout_s=0.5)
     with grpc.insecure_channel(f"127.0.0.1:{h.port}") as ch:
         stub = opss_pb2_grpc.OpssStub(ch)
         release = threading.Event()
         reqs = list(resnet.requests({resnet.graph.input_id}, resnet.input(0), chunk_bytes=4096))
-        code, _ = _code(lambda: stub.Infer(_held(reqs, release), timeout=20))
+        code, details = _code(lambda: stub.Infer(_held(reqs, release), timeout=20))
         release.set()
-        assert code == grpc.StatusCode.CANCELLED
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "after 0.5 s" in details and "stream_timeout_s" in details
         _wait(lambda: h.servicer.inflight == 0)
         _assert_serves(stub, resnet)
 
