@@ -19,11 +19,12 @@ Both return ``nan`` for no samples, so a table can show a missing cell.
 from __future__ import annotations
 
 import math
+import random
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 
-__all__ = ["median", "p90", "percentile"]
+__all__ = ["bootstrap_ci", "median", "p90", "percentile"]
 
 
 def percentile(samples: Iterable[float], q: float) -> float:
@@ -46,3 +47,21 @@ def median(samples: Iterable[float]) -> float:
     """The median (:func:`statistics.median`); ``nan`` if empty."""
     xs = list(samples)
     return statistics.median(xs) if xs else float("nan")
+
+
+def bootstrap_ci(samples: Sequence[float], stat: Callable[[Sequence[float]], float] = median,
+                 level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval ``(low, high)`` of ``stat`` (default the
+    median) over ``samples``: ``stat`` of ``resamples`` resamples drawn with replacement
+    (``random.Random(seed)``), cut at the ``(1 - level) / 2`` tails. ``(nan, nan)`` if empty."""
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_ci: expected 0 < level < 1, got {level!r}")
+    xs = list(samples)
+    if not xs:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    stats = sorted(stat(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    low = stats[min(len(stats) - 1, int(math.floor(tail * len(stats))))]
+    high = stats[min(len(stats) - 1, int(math.ceil((1 - tail) * len(stats))) - 1)]
+    return low, high
