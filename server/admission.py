@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from opss.errors import OpssError
 
@@ -44,8 +45,9 @@ class ClientGone(OpssError):
 
 def peer_host(peer: str) -> str:
     """The host part of a gRPC peer string: ``ipv4:10.0.0.7:5123`` → ``10.0.0.7``,
-    ``ipv6:[::1]:5123`` → ``::1``; anything else (``unix:…``) is kept whole."""
-    kind, _, rest = peer.partition(":")
+    ``ipv6:[::1]:5123`` (or ``ipv6:%5B::1%5D:5123``) → ``::1``; anything else (``unix:…``)
+    is kept whole."""
+    kind, _, rest = unquote(peer).partition(":")
     if kind == "ipv6" and rest.startswith("["):
         return rest[1:].partition("]")[0]
     if kind == "ipv4":

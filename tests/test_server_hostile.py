@@ -37,7 +37,7 @@ from opss.split import split
 from opss.v1 import opss_pb2, opss_pb2_grpc
 from opss.wire import infer_requests, tensor_from_proto
 from opss.server import ServerConfig, build_server
-from opss.server.admission import RETRY_PUSHBACK_KEY, Admission, Busy, ClientGone
+from opss.server.admission import RETRY_PUSHBACK_KEY, Admission, Busy, ClientGone, peer_host
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -319,6 +319,13 @@ def test_admission_is_fifo_caps_each_peer_and_refuses_with_a_hint() -> None:
     with pytest.raises(ClientGone):
         adm.acquire("D", 5.0, gone)
     assert adm.queued == 0
+
+
+@pytest.mark.parametrize("peer,host", [("ipv4:10.0.0.7:5123", "10.0.0.7"), ("ipv6:[::1]:5123", "::1"),
+                                       ("ipv6:%5B2001:db8::1%5D:80", "2001:db8::1"),
+                                       ("unix:/tmp/s.sock", "unix:/tmp/s.sock")])
+def test_peers_are_keyed_by_host(peer, host) -> None:
+    assert peer_host(peer) == host
 
 
 def test_backoff_uses_the_retry_hint_with_jitter() -> None:
