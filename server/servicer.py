@@ -259,7 +259,8 @@ class InferenceServicer:
                 f"client went away mid-stream after {rec.bytes_in} bytes ({e})")
         rec.status = code.name
         if isinstance(e, grpc.RpcError):
-            rec.detail = "client cancelled or its deadline passed mid-stream"
+            rec.detail = (f"client went away mid-stream after {rec.bytes_in} bytes (cancelled, "
+                          f"reset, or past its deadline)")
         elif code == grpc.StatusCode.INTERNAL:
             rec.detail = bound_detail(f"internal error: {type(e).__name__}: {e}")
             log.exception("%s %s failed", rec.kind, rec.request_id)
