@@ -3,7 +3,8 @@
     opss-client --model googlenet --server HOST:PORT [--strategy lo|co|po|opss|joint]
                 [--link auto|3g|4g|wifi|RATE] [--throttle RATE] [--wire-dtype float32|float16|bfloat16]
                 [--image FILE] [--runs N] [--verify] [--json OUT] [--timeline]
-                [--weights FILE] [--token-file F] [--client-slowdown X] [--small]
+                [--weights FILE] [--token-file F] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
+                [--client-slowdown X] [--small]
 
 Also ``python -m opss.client``. Bad arguments (unknown model, bad rate unit,
 unreadable image, missing ``--server``) print one line and exit 2. Server
@@ -92,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="write the plan, every run's timeline and the summary here")
     p.add_argument("--timeline", action="store_true", help="draw each run's compute/upload Gantt chart")
     p.add_argument("--weights", metavar="FILE", help="state dict to load (must match the server's)")
-    p.add_argument("--token-file", metavar="F", help="file holding the server's bearer token")
+    p.add_argument("--token-file", metavar="F",
+                   help="file holding the server's bearer token (sent over plaintext only to a loopback address)")
+    p.add_argument("--tls-ca", metavar="PEM", help="talk TLS, trusting the server certificates this CA signed")
+    p.add_argument("--tls-cert", metavar="PEM", help="this client's certificate for mutual TLS (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--client-slowdown", type=slowdown, default=1.0, metavar="X",
                    help="emulate a client X times slower (sleeps after each layer; plan scaled alike)")
     p.add_argument("--deadline", type=_seconds, default=30.0, metavar="S",
@@ -209,6 +214,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     cfg = ClientConfig(
         model=args.model, server=args.server, strategy=args.strategy, link=args.link, throttle=args.throttle,
         wire_dtype=args.wire_dtype, small=args.small, weights=args.weights, token=token,
+        tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         client_slowdown=args.client_slowdown, timeout=args.deadline, seed=args.seed, threads=args.threads,
         progress=not args.quiet, codecs=args.codecs, max_error=args.max_error,
         image_bytes=len(image.data) if image is not None else None,

@@ -15,19 +15,28 @@ intervals with them.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import queue
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from opss.client.runtime import UPLOAD_CHUNK_BYTES, CallFailed, CallHeader, Reply, UploadMessage
+from opss.errors import OpssError
 
-__all__ = ["GrpcTransport", "describe_rpc_error"]
+__all__ = ["GrpcTransport", "describe_rpc_error", "is_loopback", "RETRY_PUSHBACK_KEY"]
 
 _END = object()
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+#: Trailing metadata of a RESOURCE_EXHAUSTED from a loaded server: milliseconds to wait
+#: before trying again (gRFC A6 server pushback; opss-server sends it on refusals).
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 def describe_rpc_error(exc: Any, target: str, timeout: float | None = None) -> str:
@@ -40,6 +49,8 @@ def describe_rpc_error(exc: Any, target: str, timeout: float | None = None) -> s
     if code == grpc.StatusCode.UNAVAILABLE:
         return f"server {target} unreachable ({details or 'unavailable'})"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        if details and details != "Deadline Exceeded":  # the server's own limit, named
+            return f"server {target} ended the call: {details}"
         limit = f" of {timeout:g}s" if timeout else ""
         return f"server {target} exceeded the deadline{limit}"
     if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -50,8 +61,35 @@ def describe_rpc_error(exc: Any, target: str, timeout: float | None = None) -> s
     return f"server {target} answered {name}: {details}"
 
 
+def is_loopback(target: str) -> bool:
+    """Whether ``HOST:PORT`` names this machine by a loopback address (``localhost``,
+    ``127.0.0.0/8``, ``::1``); a host name other than ``localhost`` counts as remote."""
+    host = target.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_pem(flag: str, path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise OpssError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+
+
 class GrpcTransport:
-    """Talks to one ``opss-server`` at ``target`` (``HOST:PORT``)."""
+    """Talks to one ``opss-server`` at ``target`` (``HOST:PORT``).
+
+    ``tls_ca`` (PEM file: the CA that signed the server's certificate) makes the channel
+    TLS; ``tls_cert``/``tls_key`` add this client's certificate (mutual TLS). A bearer
+    ``token`` goes over plaintext only to a loopback address: elsewhere it would
+    cross the network in clear, so the constructor refuses (OpssError, one line).
+    """
 
     def __init__(
         self,
@@ -60,30 +98,86 @@ class GrpcTransport:
         token: str | None = None,
         chunk_bytes: int = UPLOAD_CHUNK_BYTES,
         granularity: str = "layer",
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         import grpc
 
+        if (tls_cert is None) != (tls_key is None):
+            raise OpssError("--tls-cert/--tls-key: expected both (this client's certificate and its key) "
+                            "or neither, got one")
+        if tls_cert is not None and tls_ca is None:
+            raise OpssError("--tls-cert: expected --tls-ca too (the CA that signed the server's certificate)")
+        if token and tls_ca is None and not is_loopback(target):
+            raise OpssError(f"--token-file: refusing to send the bearer token in clear text to {target} "
+                            "(not a loopback address): give --tls-ca FILE to talk TLS")
         self.target = target
         self.chunk_bytes = int(chunk_bytes)
         self.granularity = granularity
         self.metadata: tuple = (("authorization", f"Bearer {token}"),) if token else ()
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                # reconnect quickly after a server restart (the retry path)
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-            ],
-        )
+        self.tls = tls_ca is not None
+        self._pems = (_read_pem("--tls-ca", tls_ca), _read_pem("--tls-key", tls_key),
+                      _read_pem("--tls-cert", tls_cert))
+        self._client_cert = (tls_cert, tls_key) if tls_cert is not None else None
+        self._retry_after: float | None = None
+        self._diagnosis: tuple[float, str] | None = None  # (when, what was wrong or "")
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # reconnect quickly after a server restart (the retry path)
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            # notice a dead link during a long call; never ping an idle connection (the
+            # server allows one ping per 20 s without calls)
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 0),
+        ]
+        if self.tls:
+            creds = grpc.ssl_channel_credentials(*self._pems)
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
         from opss.v1 import opss_pb2_grpc
 
         self.stub = opss_pb2_grpc.OpssStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
+
+    def retry_after(self) -> float | None:
+        """The server's retry hint (seconds) from the last refused call, once; None if none came."""
+        hint, self._retry_after = self._retry_after, None
+        return hint
+
+    def failure(self, exc: Any, timeout: float | None = None) -> CallFailed:
+        """The CallFailed for a grpc.RpcError: its one line, the server's retry hint kept for
+        :meth:`retry_after`; a TLS/plaintext mismatch or an untrusted certificate is named as such
+        (and fatal: retrying cannot help)."""
+        import grpc
+
+        code = exc.code() if hasattr(exc, "code") else None
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            self._retry_after = _pushback_s(exc)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            tls = self._tls_problem(str(exc.details() or ""))
+            if tls is not None:
+                return CallFailed(tls, fatal=True)
+        return CallFailed(describe_rpc_error(exc, self.target, timeout),
+                          fatal=code == grpc.StatusCode.UNAUTHENTICATED)
+
+    def _tls_problem(self, details: str) -> str | None:
+        """What is wrong with TLS between us and the server, or None when TLS is not the problem
+        (a found problem is kept; "no problem" is re-checked after 5 s, the server may change)."""
+        now = time.monotonic()
+        if self._diagnosis is None or (not self._diagnosis[1] and now - self._diagnosis[0] > 5.0):
+            found = _diagnose_tls(self.target, details, self._pems[0] if self.tls else None,
+                                  self._client_cert)
+            self._diagnosis = (now, found or "")
+        return self._diagnosis[1] or None
+
 
     # ---- unary helpers ---------------------------------------------------------------
     def list_models(self, timeout: float = 5.0) -> Any:
@@ -97,8 +191,7 @@ class GrpcTransport:
                 opss_pb2.ListModelsRequest(), timeout=timeout, metadata=self.metadata, wait_for_ready=False
             )
         except grpc.RpcError as exc:
-            fatal = exc.code() == grpc.StatusCode.UNAUTHENTICATED
-            raise CallFailed(describe_rpc_error(exc, self.target, timeout), fatal=fatal) from None
+            raise self.failure(exc, timeout) from None
 
     def probe(self, sizes: Sequence[int], throttle: Any = None, timeout: float = 30.0) -> list[tuple[int, float]]:
         """Send one Probe call per size (one payload message each); return (bytes, seconds) samples.
@@ -127,7 +220,7 @@ class GrpcTransport:
             try:
                 self.stub.Probe(messages(), timeout=timeout, metadata=self.metadata)
             except grpc.RpcError as exc:
-                raise CallFailed(describe_rpc_error(exc, self.target, timeout)) from None
+                raise self.failure(exc, timeout) from None
             samples.append((int(size), time.perf_counter() - start))
         return samples
 
@@ -167,7 +260,7 @@ class _GrpcCall:
         try:
             self.future.result(timeout=0)
         except grpc.RpcError as exc:
-            return describe_rpc_error(exc, self.t.target, self.timeout)
+            return self.t.failure(exc, self.timeout).reason
         except Exception as exc:
             return f"call to {self.t.target} failed: {type(exc).__name__}: {exc}"
         return f"server {self.t.target} answered before the upload finished"
@@ -198,7 +291,7 @@ class _GrpcCall:
         try:
             reply = self.future.result()
         except grpc.RpcError as exc:
-            raise CallFailed(describe_rpc_error(exc, self.t.target, self.timeout)) from None
+            raise self.t.failure(exc, self.timeout) from None
         try:
             output = wire.tensor_from_proto(reply.output)
         except Exception as exc:
@@ -233,3 +326,74 @@ class _GrpcCall:
                 self.q.put_nowait(_END)
             except queue.Full:
                 pass
+
+
+def _pushback_s(exc: Any) -> float | None:
+    """The server's retry hint in a refused call's trailing metadata, seconds (None: none sent)."""
+    try:
+        trailers = exc.trailing_metadata() or ()
+    except Exception:
+        return None
+    for key, value in trailers:
+        if key == RETRY_PUSHBACK_KEY:
+            try:
+                ms = int(value)
+            except (TypeError, ValueError):
+                return None
+            return ms / 1e3 if 0 <= ms <= 3_600_000 else None
+    return None
+
+
+def _diagnose_tls(target: str, details: str, ca: bytes | None,
+                  client_cert: tuple[str, str] | None) -> str | None:
+    """Name a TLS problem behind an UNAVAILABLE call (``ca`` None: a plaintext channel),
+    from gRPC's details and, where they are ambiguous ("Socket closed"), a TLS handshake of
+    our own with the server; None when TLS is not the problem."""
+    if ca is None:
+        if "Socket closed" in details and _handshake(target, None, None) != "plaintext":
+            return (f"server {target} speaks TLS but this client connects in plaintext: give --tls-ca FILE "
+                    "(the CA that signed its certificate)")
+        return None
+    if "WRONG_VERSION_NUMBER" in details:
+        return (f"server {target} does not speak TLS (it answers in plaintext): drop --tls-ca, or start it "
+                "with --tls-cert/--tls-key")
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        why = details.partition("CERTIFICATE_VERIFY_FAILED:")[2].split(":")[0].strip() or "unverified"
+        return f"server {target}'s TLS certificate is not signed by the --tls-ca given ({why})"
+    if "Peer name" in details or "peer certificate" in details:
+        return (f"server {target}'s TLS certificate does not name host {target.rpartition(':')[0]} "
+                "(its subjectAltName must list the address this client dials)")
+    if "Socket closed" in details:
+        verdict = _handshake(target, ca, client_cert)
+        if verdict not in ("ok", "plaintext", "unreachable"):
+            given = "rejected this client's certificate" if client_cert else "requires a client certificate"
+            return f"server {target} {given} (mutual TLS: {verdict}); give --tls-cert/--tls-key it trusts"
+    return None
+
+
+def _handshake(target: str, ca: bytes | None, client_cert: tuple[str, str] | None,
+               timeout: float = 2.0) -> str:
+    """A TLS handshake with the server, then one read: "ok" (it answered over TLS),
+    "plaintext" (no TLS there), "unreachable", or the TLS alert it sent. Without ``ca``
+    the server's certificate is not checked (this only asks whether it speaks TLS)."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    ctx = ssl.create_default_context(cadata=ca.decode("ascii", "replace")) if ca else ssl.create_default_context()
+    if ca is None:
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if client_cert is not None:
+        ctx.load_cert_chain(client_cert[0], client_cert[1])
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                return "ok" if tls.recv(1) else "closed after the handshake"
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        return "plaintext" if reason in ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING") else reason
+    except (ConnectionResetError, BrokenPipeError):
+        return "plaintext"
+    except OSError:
+        return "unreachable"
+

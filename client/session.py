@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import random
 import sys
 import time
 import uuid
@@ -100,6 +101,9 @@ class ClientConfig:
     small: bool = False
     weights: str | None = None
     token: str | None = field(default=None, repr=False)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     client_slowdown: float = 1.0
     timeout: float = 30.0
     drift_threshold: float = 0.25
@@ -131,19 +135,30 @@ class ClientConfig:
 
 
 class Backoff:
-    """Exponential back-off after server failures: ``initial``, doubling, capped at ``maximum``."""
+    """Back-off after server failures, with jitter.
 
-    def __init__(self, initial: float = 1.0, maximum: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    A refusal that carries the server's retry hint (``retry_after``, seconds: a loaded
+    server says when a slot should be free) waits that long times a random factor in
+    [0.5, 1.5), so clients refused together do not all come back at once and N clients
+    sharing a server get about equal shares. Other failures back off exponentially:
+    ``initial`` doubling per failure, capped at ``maximum``, times the same factor.
+    ``seed`` fixes the jitter (tests); None draws it from the OS.
+    """
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 seed: int | None = None):
         self.initial = initial
         self.maximum = maximum
         self.clock = clock
+        self.rng = random.Random(seed)
         self.failures = 0
         self.until = 0.0
         self.reason = ""
 
-    def failed(self, reason: str) -> float:
+    def failed(self, reason: str, retry_after: float | None = None) -> float:
         """Record a failure; return the seconds until the server is tried again."""
-        delay = min(self.maximum, self.initial * 2 ** self.failures)
+        base = retry_after if retry_after is not None else self.initial * 2 ** self.failures
+        delay = min(self.maximum, base * self.rng.uniform(0.5, 1.5))
         self.failures += 1
         self.until = self.clock() + delay
         self.reason = reason
@@ -304,7 +319,8 @@ class ClientSession:
                 raise OpssError(f"strategy {self.strategy!r} needs a server: expected --server HOST:PORT, got none")
             from opss.client.grpc_transport import GrpcTransport
 
-            self.transport = GrpcTransport(cfg.server, token=cfg.token)
+            self.transport = GrpcTransport(cfg.server, token=cfg.token, tls_ca=cfg.tls_ca,
+                                           tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
         self._connect()
 
     def _pace(self) -> dict[str, float] | None:
@@ -342,8 +358,8 @@ class ClientSession:
         except CallFailed as exc:
             if exc.fatal:
                 raise OpssError(exc.reason) from None
-            delay = self.backoff.failed(exc.reason)
-            _say(self.out, f"server: {exc.reason}; running locally, retrying in {delay:.0f}s")
+            delay = self.backoff.failed(exc.reason, self._retry_hint())
+            _say(self.out, f"server: {exc.reason}; running locally, retrying in {delay:.1f}s")
             return
         info = next((m for m in reply.models if m.name == cfg.model), None)
         if info is None:
@@ -375,6 +391,11 @@ class ClientSession:
                 self.server_profile = times
                 _say(self.out, f"server times: {len(times)} vertices from the server's profile")
 
+    def _retry_hint(self) -> float | None:
+        """The server's retry hint for the failure just seen (the transport keeps it), if any."""
+        take = getattr(self.transport, "retry_after", None)
+        return take() if take is not None else None
+
     def _link(self) -> Any:
         from opss.link import LinkModel, link_from_spec
 
@@ -402,8 +423,8 @@ class ClientSession:
                     rough = LinkModel.fit(samples)
             link = LinkModel.fit(samples)
         except CallFailed as exc:
-            delay = self.backoff.failed(exc.reason)
-            _say(self.out, f"link: probe failed ({exc.reason}); assuming {fallback!r}; retrying in {delay:.0f}s")
+            delay = self.backoff.failed(exc.reason, self._retry_hint())
+            _say(self.out, f"link: probe failed ({exc.reason}); assuming {fallback!r}; retrying in {delay:.1f}s")
             return fallback
         except OpssError as exc:
             _say(self.out, f"link: probe samples unusable ({exc}); assuming {fallback!r}")
@@ -545,8 +566,8 @@ class ClientSession:
         tl = result.timeline
         if not ex.local and skip is None:
             if tl.where == "fallback":
-                delay = self.backoff.failed(tl.note)
-                notes.append(f"fell back to local: {tl.note}; retrying the server in {delay:.0f}s")
+                delay = self.backoff.failed(tl.note, self._retry_hint())
+                notes.append(f"fell back to local: {tl.note}; retrying the server in {delay:.1f}s")
             else:
                 if self.backoff.failures:
                     notes.append("server back: cooperative again")

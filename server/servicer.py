@@ -6,14 +6,23 @@ This is the only place that turns library errors into gRPC status codes:
 ``ModelNotFoundError``                         ``NOT_FOUND``
 ``FingerprintMismatchError``                   ``FAILED_PRECONDITION``
 ``PartitionError``, ``ShapeMismatchError``,    ``INVALID_ARGUMENT``
-``WireError``, undecodable messages
-more calls than ``max_inflight``, a Probe      ``RESOURCE_EXHAUSTED``
-beyond ``max_probe_bytes``
+``WireError``, undecodable messages, an
+identifier over 128 bytes or not printable
+no slot within the admission wait              ``RESOURCE_EXHAUSTED`` + retry hint
+(:class:`~opss.server.admission.Busy`), a      (trailing metadata
+Probe beyond ``max_probe_bytes``               ``grpc-retry-pushback-ms``, load only)
+no message within the first-message or idle    ``DEADLINE_EXCEEDED``
+timeout, or past the call deadline
+the client cancelled, or went away mid-stream  ``CANCELLED`` (logged; the client is gone)
 a call before the models are loaded            ``UNAVAILABLE``
 anything else (a bug)                          ``INTERNAL``
 =============================================  ======================
 
-Every call ends with a reply or an error status and exactly one log line.
+An Infer/Probe call reads its first message (:class:`~opss.server.streams.StreamReader`,
+with the stream timeouts), checks it, then takes a slot (:class:`~opss.server.admission.Admission`,
+FIFO with a bounded wait and a cap per peer) and holds it until its status is sent.
+Every call ends with a reply or an error status and exactly one log line; client strings
+in it are escaped and bounded (:mod:`opss.server.limits`).
 """
 
 from __future__ import annotations
@@ -40,8 +49,12 @@ from opss.errors import (
 from opss.v1 import opss_pb2
 from opss.wire import WIRE_DTYPES, Reassembler, chunk_from_proto, dtype_from_proto, tensor_to_proto
 
+from .admission import RETRY_PUSHBACK_KEY, Admission, Busy, ClientGone, Slot, peer_host
 from .config import ServerConfig
+from .limits import bound_detail, check_identifier, check_identifiers, escape
+from .metrics import ServerMetrics
 from .store import ModelStore, synchronize
+from .streams import StreamReader, StreamTimeout
 
 log = logging.getLogger("opss.server")
 
@@ -49,6 +62,11 @@ SERVICE = "opss.v1.Opss"
 _GRANULARITY = {opss_pb2.GRANULARITY_UNSPECIFIED: "layer", opss_pb2.LAYER: "layer",
                 opss_pb2.BLOCK: "block"}
 _GRANULARITY_PB = {"layer": opss_pb2.LAYER, "block": opss_pb2.BLOCK}
+_METHOD = {"infer": "Infer", "probe": "Probe", "list": "ListModels"}
+
+#: How long a call whose stream ended early waits to learn whether its client went away
+#: (the connection's close reaches the server a moment after the stream's end).
+GONE_GRACE_S = 0.25
 
 
 class Undecodable:
@@ -58,7 +76,8 @@ class Undecodable:
         self.kind, self.size, self.error = kind, size, error
 
     def raise_(self):
-        raise WireError(f"undecodable {self.kind} message of {self.size} bytes: {self.error}")
+        raise WireError(f"undecodable {self.kind} message of {self.size} bytes: "
+                        f"{escape(self.error, 200)}")
 
 
 def safe_deserializer(message_cls):
@@ -77,7 +96,7 @@ def safe_deserializer(message_cls):
     return parse
 
 
-class _Busy(Exception):
+class _TooLarge(Exception):
     pass
 
 
@@ -87,10 +106,14 @@ class _NotReady(Exception):
 
 def status_of(error: BaseException) -> grpc.StatusCode:
     """The gRPC status code for an error raised while serving a call."""
-    if isinstance(error, _Busy):
+    if isinstance(error, (Busy, _TooLarge)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(error, _NotReady):
         return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, StreamTimeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(error, (ClientGone, grpc.RpcError)):
+        return grpc.StatusCode.CANCELLED
     if isinstance(error, ModelNotFoundError):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(error, FingerprintMismatchError):
@@ -130,6 +153,18 @@ class _CallLog:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Call:
+    """One call as the servicer tracks it: its log record, whether its client is gone, the
+    reader of its stream and the slot it holds."""
+
+    rec: _CallLog
+    gone: threading.Event
+    reader: StreamReader | None = None
+    slot: Slot | None = None
+    retry_after_s: float | None = None
+
+
 class InferenceServicer:
     """Serves Infer, Probe and ListModels from a :class:`ModelStore`.
 
@@ -142,18 +177,27 @@ class InferenceServicer:
         self.store = store
         self.device = store.device
         self.ready = threading.Event()
-        self._slots = threading.BoundedSemaphore(config.max_inflight)
+        self.admission = Admission(config.max_inflight, config.per_peer_limit, config.queue_limit)
         self._compute = threading.BoundedSemaphore(config.compute_slots)
-        self._inflight = 0
         self._count_lock = threading.Lock()
+        self._open = 0
         self.served = 0
         self.failed = 0
+        self.metrics = ServerMetrics(inflight=lambda: self.admission.inflight,
+                                     queued=lambda: self.admission.queued,
+                                     open_streams=lambda: self.open_streams,
+                                     ready=lambda: float(self.ready.is_set()))
 
     @property
     def inflight(self) -> int:
         """Infer/Probe calls holding a slot right now."""
+        return self.admission.inflight
+
+    @property
+    def open_streams(self) -> int:
+        """Infer/Probe calls open right now (reading their first message, queued or running)."""
         with self._count_lock:
-            return self._inflight
+            return self._open
 
     # --- gRPC plumbing ------------------------------------------------------------------------
     def handlers(self) -> grpc.GenericRpcHandler:
@@ -170,59 +214,87 @@ class InferenceServicer:
                 response_serializer=pb.ListModelsReply.SerializeToString),
         })
 
-    def _serve(self, kind: str, body, request_iterator, context, slot: bool):
-        """Run one call: take a slot, arm the stall watchdog, map errors, log one line."""
-        rec = _CallLog(kind=kind, peer=context.peer())
+    def _serve(self, kind: str, body, request, context, streaming: bool):
+        """Run one call: map its error to a status, free what it held, count it, log one line."""
+        call = self._start(kind, request, context, streaming)
         t0 = time.perf_counter()
-        taken = False
-        watchdog = None
         error: BaseException | None = None
         try:
             if not self.ready.is_set():
                 raise _NotReady("server is loading its models: expected a ready server, "
                                 "retry after the health service reports SERVING")
-            if slot:
-                taken = self._slots.acquire(blocking=False)
-                if not taken:
-                    raise _Busy(f"server busy: expected at most {self.config.max_inflight} calls "
-                                f"in flight (max_inflight), got one more; retry later")
-                with self._count_lock:
-                    self._inflight += 1
-                watchdog = threading.Timer(self.config.stream_timeout_s, self._stall,
-                                           args=(context, rec))
-                watchdog.daemon = True
-                watchdog.start()
-            return body(request_iterator, context, rec)
-        except grpc.RpcError as e:
-            # the client went away or its deadline passed while we were reading
-            rec.status = "CANCELLED"
-            rec.detail = "client cancelled or deadline exceeded mid-stream"
-            error = e
+            return body(call.reader if streaming else request, context, call)
         except Exception as e:
-            code = status_of(e)
-            rec.status = code.name
-            rec.detail = str(e) if code != grpc.StatusCode.INTERNAL else (
-                f"internal error: {type(e).__name__}: {e}")
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("%s %s failed", kind, rec.request_id)
             error = e
+            self._classify(call, e)
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            if taken:
-                with self._count_lock:
-                    self._inflight -= 1
-                self._slots.release()
-            rec.timings.setdefault("total", time.perf_counter() - t0)
-            self._log(rec)
+            self._finish(call, streaming, time.perf_counter() - t0)
         if isinstance(error, grpc.RpcError):
             raise error
-        context.abort(status_of(error), rec.detail)
+        if call.retry_after_s is not None:
+            context.set_trailing_metadata(((RETRY_PUSHBACK_KEY,
+                                            str(max(1, round(call.retry_after_s * 1e3)))),))
+        context.abort(grpc.StatusCode[call.rec.status], call.rec.detail)
 
-    def _stall(self, context, rec: _CallLog) -> None:
-        log.warning("%s %s still open after %.0f s (stream_timeout_s): cancelling", rec.kind,
-                    rec.request_id, self.config.stream_timeout_s)
-        context.cancel()
+    def _start(self, kind: str, request, context, streaming: bool) -> _Call:
+        gone = threading.Event()
+        if not context.add_callback(gone.set):
+            gone.set()  # the call is already over
+        call = _Call(_CallLog(kind=kind, peer=escape(context.peer())), gone)
+        if streaming:
+            cfg = self.config
+            call.reader = StreamReader(request, first_s=cfg.first_message_timeout_s,
+                                       idle_s=cfg.idle_timeout_s,
+                                       total_s=cfg.stream_timeout_s)
+            with self._count_lock:
+                self._open += 1
+        return call
+
+    def _classify(self, call: _Call, e: Exception) -> None:
+        """Set the call's status and detail for the error that ended it."""
+        rec = call.rec
+        code = status_of(e)
+        ended_early = call.reader is not None and call.reader.ended
+        if code not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL) and (
+                call.gone.is_set() or (ended_early and call.gone.wait(GONE_GRACE_S))):
+            # the client went away: its stream ended (or broke) because it is gone, not bad
+            code, e = grpc.StatusCode.CANCELLED, ClientGone(
+                f"client went away mid-stream after {rec.bytes_in} bytes ({e})")
+        rec.status = code.name
+        if isinstance(e, grpc.RpcError):
+            rec.detail = (f"client went away mid-stream after {rec.bytes_in} bytes (cancelled, "
+                          f"reset, or past its deadline)")
+        elif code == grpc.StatusCode.INTERNAL:
+            rec.detail = bound_detail(f"internal error: {type(e).__name__}: {e}")
+            log.exception("%s %s failed", rec.kind, rec.request_id)
+        else:
+            rec.detail = bound_detail(str(e))
+        if isinstance(e, Busy):
+            call.retry_after_s = e.retry_after_s
+
+    def _finish(self, call: _Call, streaming: bool, seconds: float) -> None:
+        if call.slot is not None:
+            self.admission.release(call.slot)
+        if streaming:
+            call.reader.close()
+            with self._count_lock:
+                self._open -= 1
+        call.rec.timings.setdefault("total", seconds)
+        self.metrics.finished(_METHOD[call.rec.kind], call.rec.status, seconds, call.rec.bytes_in)
+        self._log(call.rec)
+
+    def _admit(self, call: _Call, context) -> None:
+        """Take a slot for ``call``, waiting in the admission queue within the call's deadlines."""
+        wait = self.config.admission_wait_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, remaining - 0.05)
+        wait = min(wait, call.reader.deadline - time.monotonic())
+        t0 = time.perf_counter()
+        call.slot = self.admission.acquire(peer_host(context.peer()), wait, call.gone)
+        waited = time.perf_counter() - t0
+        call.rec.timings["admission"] = waited
+        self.metrics.queue_wait.labels(_METHOD[call.rec.kind]).observe(waited)
 
     def _log(self, rec: _CallLog) -> None:
         with self._count_lock:
@@ -234,19 +306,19 @@ class InferenceServicer:
         level = logging.INFO if rec.status in ("OK", "RESOURCE_EXHAUSTED") else logging.WARNING
         log.log(level, "%s id=%s model=%s peer=%s bytes_in=%d status=%s %s%s", rec.kind,
                 rec.request_id, rec.model, rec.peer, rec.bytes_in, rec.status, times,
-                f" error={rec.detail!r}" if rec.detail else "")
+                f" error={rec.detail}" if rec.detail else "")
 
     # --- RPCs ---------------------------------------------------------------------------------
     def Infer(self, request_iterator, context):
-        return self._serve("infer", self._infer, request_iterator, context, slot=True)
+        return self._serve("infer", self._infer, request_iterator, context, streaming=True)
 
     def Probe(self, request_iterator, context):
-        return self._serve("probe", self._probe, request_iterator, context, slot=True)
+        return self._serve("probe", self._probe, request_iterator, context, streaming=True)
 
     def ListModels(self, request, context):
-        return self._serve("list", self._list_models, request, context, slot=False)
+        return self._serve("list", self._list_models, request, context, streaming=False)
 
-    def _list_models(self, request, context, rec: _CallLog):
+    def _list_models(self, request, context, call: _Call):
         if isinstance(request, Undecodable):
             request.raise_()
         reply = opss_pb2.ListModelsReply(max_message_bytes=self.config.max_message_bytes,
@@ -262,35 +334,41 @@ class InferenceServicer:
                 info.profile_granularity = opss_pb2.LAYER
         return reply
 
-    def _probe(self, request_iterator, context, rec: _CallLog):
-        t_first = t_last = None
-        first_unix = last_unix = 0.0
+    def _probe(self, reader: StreamReader, context, call: _Call):
+        first = reader.next()
+        if first is None:
+            return opss_pb2.ProbeReply()
+        if isinstance(first, Undecodable):
+            first.raise_()
+        call.rec.request_id = check_identifier("probe_id", first.probe_id) or "-"
+        self._admit(call, context)
+        t_first = t_last = time.perf_counter()
+        first_unix = last_unix = time.time()
         total = count = 0
-        probe_id = ""
-        for msg in request_iterator:
+        msg = first
+        while msg is not None:
             if isinstance(msg, Undecodable):
                 msg.raise_()
-            now, unix = time.perf_counter(), time.time()
-            if t_first is None:
-                t_first, first_unix, probe_id = now, unix, msg.probe_id
-                rec.request_id = probe_id or "-"
-            t_last, last_unix = now, unix
+            t_last, last_unix = time.perf_counter(), time.time()
             total += len(msg.payload)
             count += 1
-            rec.bytes_in = total
+            call.rec.bytes_in = total
             if total > self.config.max_probe_bytes:
-                raise _Busy(f"probe too large: expected at most {self.config.max_probe_bytes} "
-                            f"bytes (max_probe_bytes), got {total}")
-        receive = 0.0 if t_first is None else t_last - t_first
-        rec.timings["receive"] = receive
-        return opss_pb2.ProbeReply(probe_id=probe_id, bytes_received=total, messages=count,
-                                   first_unix_s=first_unix, last_unix_s=last_unix, receive_s=receive)
+                raise _TooLarge(f"probe too large: expected at most {self.config.max_probe_bytes} "
+                                f"bytes (max_probe_bytes), got {total}")
+            msg = reader.next()
+        call.rec.timings["receive"] = t_last - t_first
+        return opss_pb2.ProbeReply(probe_id=first.probe_id, bytes_received=total, messages=count,
+                                   first_unix_s=first_unix, last_unix_s=last_unix,
+                                   receive_s=t_last - t_first)
 
-    def _infer(self, request_iterator, context, rec: _CallLog):
-        first = next(request_iterator, None)
+    def _infer(self, reader: StreamReader, context, call: _Call):
+        rec = call.rec
+        first = reader.next()
         t0 = time.perf_counter()
         open_unix = time.time()
         op, granularity, wire = self._validate_open(first, rec)
+        self._admit(call, context)
         part, cut = self.store.server_part(op.model, granularity, tuple(op.client_set),
                                            tuple(op.cut))
         setup_s = time.perf_counter() - t0
@@ -299,7 +377,7 @@ class InferenceServicer:
         reassembler = Reassembler(part.inputs, wire, image_inputs=image_inputs)
         worker = _ComputeWorker(part.session(), self.device, self._compute, t0)
         try:
-            tensors, first_byte, last_byte = _receive(request_iterator, reassembler, worker, t0, rec)
+            tensors, first_byte, last_byte = _receive(reader, reassembler, worker, t0, rec)
             reassembler.finish()
             worker.close()
         finally:
@@ -312,6 +390,7 @@ class InferenceServicer:
                            last_byte=timings.last_byte_s, queue=timings.queue_s,
                            compute=timings.compute_s, overlap=timings.overlap_s,
                            reply=timings.reply_s)
+        self.metrics.compute.labels(op.model).observe(timings.compute_s)
         return opss_pb2.InferReply(request_id=rec.request_id, output=tensor_to_proto(output),
                                    timings=timings, device=str(self.device), cut=cut)
 
@@ -325,6 +404,7 @@ class InferenceServicer:
             raise WireError(f"Infer stream: expected `open` as the first message, got "
                             f"{first.WhichOneof('kind') or 'an empty message'}")
         op = first.open
+        _check_open_identifiers(op)
         rec.request_id = op.request_id or uuid.uuid4().hex[:12]
         rec.model = op.model
         loaded = self.store.get(op.model)
@@ -360,6 +440,14 @@ def _preprocess_version() -> str:
     return PREPROCESS_VERSION
 
 
+def _check_open_identifiers(op: opss_pb2.InferOpen) -> None:
+    """Every string of an ``open`` bounded and printable (limits.MAX_ID_BYTES) before use."""
+    for name in ("request_id", "model", "fingerprint", "graph_hash", "preprocess"):
+        check_identifier(name, getattr(op, name))
+    check_identifiers("client_set", op.client_set)
+    check_identifiers("cut", op.cut)
+
+
 def _receive(request_iterator, reassembler: Reassembler, worker: _ComputeWorker, t0: float,
              rec: _CallLog) -> tuple[list[_Arrival], float | None, float | None]:
     """Read the tensor chunks after ``open``, handing each completed tensor to ``worker``:
@@ -374,6 +462,7 @@ def _receive(request_iterator, reassembler: Reassembler, worker: _ComputeWorker,
         if msg.WhichOneof("kind") != "chunk":
             raise WireError(f"Infer stream: expected tensor chunks after `open`, got "
                             f"{msg.WhichOneof('kind') or 'an empty message'}")
+        check_identifier("chunk name", msg.chunk.name)
         chunk = chunk_from_proto(msg.chunk)
         if reassembler.in_progress is None:  # first chunk of a new tensor
             a = _Arrival(chunk.name, first_byte_s=now)

@@ -435,7 +435,9 @@ def tiny():
 
 
 def test_resource_exhausted_beyond_max_inflight(tiny, resnet) -> None:
-    h = tiny(max_inflight=1)
+    """A call finding no slot waits ``admission_wait_s``, then gets RESOURCE_EXHAUSTED with the
+    retry hint in its trailing metadata."""
+    h = tiny(max_inflight=1, admission_wait_s=0.2)
     with grpc.insecure_channel(f"127.0.0.1:{h.port}") as ch:
         stub = opss_pb2_grpc.OpssStub(ch)
         release = threading.Event()
@@ -443,8 +445,11 @@ def test_resource_exhausted_beyond_max_inflight(tiny, resnet) -> None:
         reqs = list(resnet.requests({resnet.graph.input_id}, x, chunk_bytes=4096))
         held = stub.Infer.future(_held(reqs, release))
         _wait(lambda: h.servicer.inflight == 1)
-        code, details = _code(lambda: stub.Infer(resnet.requests(resnet.prefix(3), x)))
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_inflight" in details
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Infer(resnet.requests(resnet.prefix(3), x))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_inflight" in info.value.details()
+        assert int(dict(info.value.trailing_metadata())["grpc-retry-pushback-ms"]) > 0
         code, _ = _code(lambda: stub.Probe(iter([opss_pb2.ProbeRequest(payload=b"x")])))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         release.set()
@@ -472,15 +477,16 @@ def test_graceful_shutdown_finishes_in_flight_request(tiny, resnet) -> None:
         assert stopped.wait(10)
 
 
-def test_stalled_stream_is_cancelled_after_stream_timeout(tiny, resnet) -> None:
+def test_stalled_stream_ends_at_the_call_deadline(tiny, resnet) -> None:
     h = tiny(max_inflight=1, stream_timeout_s=0.5)
     with grpc.insecure_channel(f"127.0.0.1:{h.port}") as ch:
         stub = opss_pb2_grpc.OpssStub(ch)
         release = threading.Event()
         reqs = list(resnet.requests({resnet.graph.input_id}, resnet.input(0), chunk_bytes=4096))
-        code, _ = _code(lambda: stub.Infer(_held(reqs, release), timeout=20))
+        code, details = _code(lambda: stub.Infer(_held(reqs, release), timeout=20))
         release.set()
-        assert code == grpc.StatusCode.CANCELLED
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "after 0.5 s" in details and "stream_timeout_s" in details
         _wait(lambda: h.servicer.inflight == 0)
         _assert_serves(stub, resnet)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -40,9 +41,14 @@ def _read_port(proc: subprocess.Popen, timeout: float = 120.0) -> int:
 
 def test_cli_serves_and_finishes_in_flight_call_on_sigterm() -> None:
     proc = _start("--host", "127.0.0.1", "--port", "0", "--small", "--models", "resnet18",
-                  "--device", "cpu", "--grace", "30")
+                  "--device", "cpu", "--grace", "30", "--metrics-port", "0")
     try:
         port = _read_port(proc)
+        m = re.fullmatch(r"opss-server metrics on (http://127\.0\.0\.1:\d+/metrics)\n",
+                         proc.stdout.readline())
+        assert m
+        with urllib.request.urlopen(m.group(1), timeout=10) as r:
+            assert "opss_server_ready 1.0" in r.read().decode()
         model = models.get_model("resnet18", seed=0)
         x = models.example_input("resnet18", small=True, seed=9)
         graph = capture(model, x, name="resnet18")
@@ -84,6 +90,11 @@ def test_cli_serves_and_finishes_in_flight_call_on_sigterm() -> None:
     (["--models", "nope", "--small", "--port", "0"], "opss-server: error: unknown model 'nope'"),
     (["--tls-cert", "x.pem", "--port", "0"], "expected both tls_cert and tls_key"),
     (["--weights", "resnet18"], "expected NAME=VALUE"),
+    (["--idle-timeout", "0", "--port", "0"], "idle_timeout_s: expected seconds > 0, got 0.0"),
+    (["--admission-wait", "-1", "--port", "0"], "admission_wait_s: expected seconds >= 0"),
+    (["--max-inflight-per-peer", "0", "--port", "0"], "max_inflight_per_peer: expected >= 1"),
+    (["--tls-ca", "ca.pem", "--port", "0"], "tls_client_ca: expected tls_cert and tls_key too"),
+    (["--metrics-port", "70000", "--port", "0"], "metrics_port: expected 0..65535"),
 ])
 def test_cli_bad_arguments_one_line_nonzero(args, message) -> None:
     proc = subprocess.run([sys.executable, "-m", "opss.server", *args], capture_output=True,
