@@ -14,16 +14,20 @@ One definition for every report (``opss-client``'s summary, ``opss demo``,
   samples when ``n`` is even).
 
 Both return ``nan`` for no samples, so a table can show a missing cell.
+:func:`bootstrap_ci` is the percentile bootstrap confidence interval of a
+statistic (the median by default) from a seeded resampling, for benchmark
+tables that quote a median with its uncertainty.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 
-__all__ = ["median", "p90", "percentile"]
+__all__ = ["bootstrap_ci", "median", "p90", "percentile"]
 
 
 def percentile(samples: Iterable[float], q: float) -> float:
@@ -46,3 +50,23 @@ def median(samples: Iterable[float]) -> float:
     """The median (:func:`statistics.median`); ``nan`` if empty."""
     xs = list(samples)
     return statistics.median(xs) if xs else float("nan")
+
+
+def bootstrap_ci(samples: Iterable[float], stat: Callable[[list[float]], float] = statistics.median, *,
+                 level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The percentile-bootstrap ``level`` confidence interval ``(low, high)`` of ``stat`` over
+    ``samples``: ``stat`` of ``resamples`` seeded resamples with replacement, cut at the
+    ``(1 - level) / 2`` tails (nearest rank). ``(nan, nan)`` for no samples; one sample gives
+    ``(x, x)``."""
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_ci: expected 0 < level < 1, got {level!r}")
+    xs = list(samples)
+    if not xs:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    n = len(xs)
+    stats = sorted(stat([xs[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    tail = (1 - level) / 2
+    lo = stats[max(0, math.ceil(tail * resamples) - 1)]
+    hi = stats[min(resamples - 1, math.ceil((1 - tail) * resamples) - 1)]
+    return lo, hi

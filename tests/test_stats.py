@@ -23,3 +23,26 @@ def test_percentile_bounds_median_and_empty():
     assert math.isnan(median([])) and math.isnan(p90([]))
     with pytest.raises(ValueError):
         percentile(xs, 0)
+
+
+def test_bootstrap_ci_brackets_the_median_and_narrows_with_more_samples():
+    import random
+    import statistics
+
+    from opss.stats import bootstrap_ci
+
+    rng = random.Random(3)
+    few = [rng.gauss(10, 1) for _ in range(11)]
+    many = few + [rng.gauss(10, 1) for _ in range(390)]
+    lo, hi = bootstrap_ci(few)
+    assert lo <= statistics.median(few) <= hi and lo < hi
+    lo2, hi2 = bootstrap_ci(many)
+    assert lo2 <= statistics.median(many) <= hi2
+    assert hi2 - lo2 < hi - lo  # 40x the samples: a narrower interval
+    # the true median (10) lies inside the 95 % interval of 400 samples
+    assert lo2 < 10 < hi2
+    # every resampled median is one of the samples (odd n), so the bounds are samples too
+    assert lo in few and hi in few
+    assert bootstrap_ci([4.0]) == (4.0, 4.0)
+    assert all(x != x for x in bootstrap_ci([]))
+    assert bootstrap_ci(few, seed=5) == bootstrap_ci(list(few), seed=5)  # seeded: reproducible
