@@ -4,7 +4,7 @@
                 [--link auto|3g|4g|wifi|RATE] [--throttle RATE] [--wire-dtype float32|float16|bfloat16]
                 [--image FILE] [--runs N] [--verify] [--json OUT] [--timeline]
                 [--weights FILE] [--token-file F] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
-                [--client-slowdown X] [--small]
+                [--client-slowdown X] [--small] [--fresh-profile]
 
 Also ``python -m opss.client``. Bad arguments (unknown model, bad rate unit,
 unreadable image, missing ``--server``) print one line and exit 2. Server
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "while their outputs upload, the server finishes.",
     )
     p.add_argument("--model", required=True, help="zoo model name or package.module:factory")
-    p.add_argument("--server", type=_server, help="opss-server address HOST:PORT (required)")
+    p.add_argument("--server", type=_server, metavar="HOST:PORT",
+                   help="opss-server address (required, except with --strategy lo)")
     p.add_argument("--strategy", choices=STRATEGIES, default="opss",
                    help="lo local only, co cloud only, po partition only (no overlap), "
                    "opss po's cut pipelined, joint cut and order together (default opss)")
@@ -106,8 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the model's small test input shape (the server must run --small too)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads for the client (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights (no --weights) and the input")
+    p.add_argument("--fresh-profile", action="store_true",
+                   help="measure this client's profile now instead of using the stored table (not stored; "
+                        "for a machine busier or quieter than when it was profiled)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_wire_arguments(p, image=False)
+    # --server is required unless --strategy lo (checked in main): the usage line says it is needed
+    server = next(a for a in p._actions if a.dest == "server")
+    server.required = True
+    p.usage = p.format_usage().removeprefix("usage: ").strip()
+    server.required = False
     return p
 
 
@@ -150,20 +159,27 @@ def format_run(rep, runs: int, out: TextIO, timeline: bool) -> None:
         print(f"  note: {note}", file=out)
     if rep.verify_ok is not None:
         status = "ok" if rep.verify_ok else "FAILED"
-        print(f"  verify: {status} (max |coop - local| = {rep.verify_error:.3g})", file=out)
+        print(f"  verify: {status} (relative error {rep.verify_rel_error:.2g} = max |coop - local| "
+              f"{rep.verify_error:.3g} / max |local|, tolerance {rep.verify_tolerance:.0e})", file=out)
     top = ", ".join(f"{name} {p:.3f}" for name, p, _ in rep.top5)
     print(f"  top-5: {top}", file=out)
     if timeline:
         print(render_gantt(tl), file=out)
 
 
-def summarize(reports) -> dict:
+def summarize(reports, compute: dict | None = None) -> dict:
     """Median, p90 and prediction error over the runs (seconds; error relative).
 
     Runs that fell back to local compute are left out of the prediction error: the
-    prediction was for the cooperative plan they did not run.
+    prediction was for the cooperative plan they did not run. They are also summarized
+    apart (``planned_*`` over the runs that ran as planned, ``fallback_*`` over the
+    others): a fallback computes the server's part here, at this machine's speed and
+    unpaced, so it is another client than the one ``--client-slowdown`` emulates.
+    ``compute`` is the session's :meth:`~opss.client.session.ClientSession.compute_check`.
     """
     lat = [r.latency for r in reports]
+    planned = [r.latency for r in reports if not r.result.fell_back]
+    fell = [r.latency for r in reports if r.result.fell_back]
     errs = [abs(r.latency - r.predicted.total) / r.predicted.total for r in reports
             if r.predicted.total > 0 and not r.result.fell_back]
     return {
@@ -173,9 +189,38 @@ def summarize(reports) -> dict:
         "min_s": min(lat),
         "median_predicted_s": median(r.predicted.total for r in reports),
         "median_abs_prediction_error": median(errs) if errs else None,
-        "fallbacks": sum(r.result.fell_back for r in reports),
+        "fallbacks": len(fell),
         "verify_failures": sum(r.verify_ok is False for r in reports),
+        "planned_runs": len(planned),
+        "planned_median_s": median(planned) if planned else None,
+        "planned_p90_s": p90(planned) if planned else None,
+        "fallback_median_s": median(fell) if fell else None,
+        "client_compute": compute,
     }
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The run summary: the runs as planned, the local fallbacks apart, and the profile check."""
+    n, k = summary["runs"], summary["fallbacks"]
+    err_txt = (f"{summary['median_abs_prediction_error'] * 100:.1f}%"
+               if summary["median_abs_prediction_error"] is not None else "n/a")
+    if not k:
+        lines = [f"summary over {n} runs: median {_ms(summary['median_s'])}, p90 {_ms(summary['p90_s'])}, "
+                 f"predicted {_ms(summary['median_predicted_s'])}, median |prediction error| {err_txt}"]
+    elif summary["planned_runs"]:
+        lines = [f"summary over the {summary['planned_runs']} of {n} runs that ran as planned: median "
+                 f"{_ms(summary['planned_median_s'])}, p90 {_ms(summary['planned_p90_s'])}, predicted "
+                 f"{_ms(summary['median_predicted_s'])}, median |prediction error| {err_txt}",
+                 f"  {k} local fallbacks apart: median {_ms(summary['fallback_median_s'])} (the server's part "
+                 f"computed here, unpaced: not the client the plan is for)"]
+    else:
+        lines = [f"summary over {n} runs: every run fell back to local compute, median "
+                 f"{_ms(summary['fallback_median_s'])} (the server's part computed here, unpaced: not the "
+                 f"client the plan is for; predicted {_ms(summary['median_predicted_s'])})"]
+    check = summary.get("client_compute")
+    if check and check["off"]:
+        lines.append(f"  note: {check['message']}")
+    return lines
 
 
 def _read_token(path: str | None) -> str | None:
@@ -216,8 +261,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         wire_dtype=args.wire_dtype, small=args.small, weights=args.weights, token=token,
         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         client_slowdown=args.client_slowdown, timeout=args.deadline, seed=args.seed, threads=args.threads,
-        progress=not args.quiet, codecs=args.codecs, max_error=args.max_error,
-        image_bytes=len(image.data) if image is not None else None,
+        progress=not args.quiet, fresh_profile=args.fresh_profile, codecs=args.codecs,
+        max_error=args.max_error, image_bytes=len(image.data) if image is not None else None,
     )
     session = ClientSession(cfg, out=out, err=err)
     try:
@@ -229,12 +274,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
             reports.append(rep)
     finally:
         session.close()
-    summary = summarize(reports)
-    err_txt = (f"{summary['median_abs_prediction_error'] * 100:.1f}%"
-               if summary["median_abs_prediction_error"] is not None else "n/a")
-    print(f"summary over {summary['runs']} runs: median {_ms(summary['median_s'])}, p90 {_ms(summary['p90_s'])}, "
-          f"predicted {_ms(summary['median_predicted_s'])}, median |prediction error| {err_txt}"
-          + (f", {summary['fallbacks']} local fallbacks" if summary["fallbacks"] else ""), file=out)
+    summary = summarize(reports, session.compute_check(reports))
+    for line in summary_lines(summary):
+        print(line, file=out)
     if args.json:
         _write_json(args, shape, session, reports, summary)
         print(f"wrote {args.json}", file=out)

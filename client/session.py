@@ -35,7 +35,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -43,8 +43,10 @@ from opss.client.runtime import CallFailed, Execution, RunResult, Threads, run_i
 from opss.client.throttle import TokenBucket
 from opss.errors import FingerprintMismatchError, ModelNotFoundError, OpssError, ShapeMismatchError
 from opss.plan import STRATEGIES
+from opss.stats import median
 
-__all__ = ["Backoff", "ClientConfig", "ClientSession", "RunReport", "PROBE_SIZES", "link_samples", "tolerance_for"]
+__all__ = ["Backoff", "ClientConfig", "ClientSession", "RunReport", "PROBE_SIZES", "compute_check", "link_samples",
+           "tolerance_for"]
 
 #: Probe payload sizes in bytes, smallest first; sizes whose expected time exceeds
 #: the per-probe budget (from the samples so far) are skipped on slow links.
@@ -174,6 +176,49 @@ class Backoff:
         return max(0.0, self.until - self.clock())
 
 
+#: floor of the profile spread tolerated before the run summary says the profile is off
+MIN_COMPUTE_SPREAD = 0.10
+
+
+def compute_check(reports: Sequence[Any], profile: Any, client: Iterable[str] = (), *, paced: bool = False
+                  ) -> dict[str, Any] | None:
+    """The client's measured compute beside its profile's prediction, over ``reports``.
+
+    ``ratio`` is the median over runs of measured / predicted client compute (each run
+    against its own plan's prediction); ``spread`` is the profile's own spread for the
+    ``client`` vertices (those the runs computed), ``sum p90 / sum median - 1`` (at least
+    :data:`MIN_COMPUTE_SPREAD`; the floor alone for a profile given as a plain mapping).
+    ``off`` is true when the ratio leaves ``[1 / (1 + spread), 1 + spread]``, with a
+    one-line ``message`` saying so and how to re-profile. None when no run computed on
+    the client, or when the client was paced (each vertex then takes its profiled time by
+    construction, so there is nothing to compare).
+    """
+    pairs = [(r.result.timeline.client_compute, r.predicted.client_compute) for r in reports
+             if r.predicted.client_compute > 0]
+    if paced or not pairs:
+        return None
+    ratio = median(m / p for m, p in pairs)
+    spread = MIN_COMPUTE_SPREAD
+    vertices = getattr(profile, "vertices", None)
+    client = set(client)
+    if vertices and client:
+        med = math.fsum(vertices[v].median for v in client if v in vertices)
+        p90 = math.fsum(vertices[v].p90 for v in client if v in vertices)
+        if med > 0:
+            spread = max(spread, p90 / med - 1.0)
+    off = not (1.0 / (1.0 + spread) <= ratio <= 1.0 + spread)
+    out = {"runs": len(pairs), "measured_s": median(m for m, _ in pairs), "predicted_s": median(p for _, p in pairs),
+           "ratio": ratio, "spread": spread, "off": off, "message": ""}
+    if off:
+        how = "slower" if ratio > 1 else "faster"
+        out["message"] = (f"client compute measured {out['measured_s'] * 1e3:.1f}ms against {out['predicted_s'] * 1e3:.1f}ms "
+                          f"predicted ({(ratio - 1) * 100:+.0f}%, beyond the profile's own spread of "
+                          f"+-{spread * 100:.0f}%): this machine runs {how} now than when it was profiled, so "
+                          f"the predictions are off; re-profile with --fresh-profile (this session) or "
+                          f"`opss profile --model MODEL --force` (the stored table)")
+    return out
+
+
 @dataclass(frozen=True)
 class RunReport:
     """One run: the result, the plan's prediction beside it, and what the session did."""
@@ -186,6 +231,10 @@ class RunReport:
     verify_error: float | None = None
     verify_ok: bool | None = None
     notes: tuple[str, ...] = ()
+    #: ``max |coop - local| / max(1, max |local|)``: the error on the scale of the output
+    verify_rel_error: float | None = None
+    #: the relative tolerance that error was checked against (:func:`tolerance_for`)
+    verify_tolerance: float | None = None
 
     @property
     def latency(self) -> float:
@@ -586,7 +635,7 @@ class ClientSession:
                 same = "same cut" if self.plan.cut == old_cut else f"new cut {list(self.plan.cut)}"
                 notes.append(f"link drifted {old.mbps:.2f} -> {new.mbps:.2f} Mbps: re-planned ({same}, "
                              f"predicted {self.plan.predicted.total * 1e3:.1f}ms)")
-        verr = vok = None
+        verr = vok = vrel = vtol = None
         if verify:
             ref = self.reference(x)
             rtol, atol = tolerance_for(self.config.wire_dtype if tl.where == "cooperative" else "float32")
@@ -598,14 +647,20 @@ class ClientSession:
                 rtol = atol = max(atol, 2 * self.config.max_error * len(lossy))
             scale = max(1.0, float(ref.abs().max()))
             diff = float((result.output.float() - ref.float()).abs().max())
-            verr = diff
+            verr, vrel, vtol = diff, diff / scale, atol
             try:
                 torch.testing.assert_close(result.output.float(), ref.float(), rtol=rtol, atol=atol * scale)
                 vok = True
             except AssertionError:
                 vok = False
         return RunReport(index=index, result=result, strategy=ex.strategy, predicted=predicted,
-                         top5=topk(result.output, 5), verify_error=verr, verify_ok=vok, notes=tuple(notes))
+                         top5=topk(result.output, 5), verify_error=verr, verify_ok=vok, notes=tuple(notes),
+                         verify_rel_error=vrel, verify_tolerance=vtol)
+
+    def compute_check(self, reports: Sequence[RunReport]) -> dict[str, Any] | None:
+        """Does this client compute as fast as its profile says? See :func:`compute_check`."""
+        client = {v for r in reports for v in self.plans[r.strategy].client} if self.plans else ()
+        return compute_check(reports, self.client_profile, client, paced=self.pace is not None)
 
     def close(self) -> None:
         self.threads.close()

@@ -27,11 +27,20 @@ al. 2020), built as follows (source side = client, sink side = server):
 For chains, :func:`best_prefix` is the exhaustive scan over prefixes of
 Neurosurgeon (Kang et al. ASPLOS 2017); it must agree with the min-cut.
 
-No torch: max-flow is Dinic's algorithm, in pure Python on float
-capacities for small graphs and with scipy's C implementation (capacities
-scaled to int32) above ``SCIPY_MIN_NODES`` (48) nodes, where pure Python took
-~60 ms per cut on RandWire's 534 layers (scipy is installed with
-scikit-learn; it is imported only when needed).
+No torch, no numpy: max-flow is Dinic's algorithm in pure Python. The
+network is built once per problem; :meth:`MinCutProblem.solve` cuts it with
+the upload arcs scaled by ``g_scale`` (``joint`` asks for four scales after
+``po``'s 1.0) and starts each solve from the flows it already found: the
+capacities are affine in the scale (``a + scale * b``, ``b >= 0``), so the
+interpolation of two maximum flows found at scales below and above (or one
+found below, or the scaled-down flow of one found above) is a feasible flow
+at the new scale, and Dinic only augments the difference. The cut read off
+the final residual graph does not depend on the flow it started from (it is
+the smallest minimum cut's source side), so warm starts change the time,
+never the answer. Measured (``scripts/bench_plan_cold.py``): RandWire's 595
+nodes, client 10x slower, 4G: 16 ms per cold cut before (about 0.3 s more
+for importing scipy, whose C Dinic it used above 48 nodes), 4-6 ms cold and
+1-2 ms warm-started now.
 """
 
 from __future__ import annotations
@@ -57,125 +66,137 @@ def max_flow_min_cut(
     in the residual graph: the smallest minimum cut's source side.
     Iterative (no recursion), so deep DNN graphs are fine.
     """
-    head, to, cap, tol = _residual_graph(n, arcs)
-    flow = 0.0
-    while True:
-        level = _levels(n, head, to, cap, source, tol)
-        if level[sink] < 0:
-            break
-        it = [0] * n
-        while (pushed := _augment(head, to, cap, level, it, source, sink, tol)) is not None:
-            flow += pushed
-    # the last levels are those of the final residual graph: reached = the source side
-    return flow, {v for v in range(n) if level[v] >= 0}
+    net = _Network(n, arcs, [0.0] * len(arcs))
+    flow, side, _ = net.max_flow(0.0, None, source, sink)
+    return flow, side
 
 
-def _residual_graph(
-    n: int, arcs: Sequence[tuple[int, int, float]]
-) -> tuple[list[list[int]], list[int], list[float], float]:
-    """``(head, to, cap, tol)``: arc ``e`` goes to ``to[e]`` with residual ``cap[e]``,
-    its reverse is ``e ^ 1``; ``head[u]`` lists the arcs leaving ``u``. Infinite
-    capacities become more than all finite ones together; residuals at most
-    ``tol`` count as saturated."""
-    head: list[list[int]] = [[] for _ in range(n)]
-    to: list[int] = []
-    cap: list[float] = []
-    finite_total = 0.0
-    for _, _, c in arcs:
-        if c < 0 or c != c:
-            raise InvalidGraphError(f"arc capacity: expected a value >= 0, got {c!r}")
-        if c != math.inf:
-            finite_total += c
-    big = 4.0 * finite_total + 1.0
-    for u, v, c in arcs:
-        head[u].append(len(to))
-        to.append(v)
-        cap.append(big if c == math.inf else float(c))
-        head[v].append(len(to))
-        to.append(u)
-        cap.append(0.0)
-    return head, to, cap, _EPS * max(1.0, finite_total)
+class _Network:
+    """A flow network whose arc ``k`` has capacity ``a[k] + scale * b[k]`` (``b >= 0``;
+    ``a[k] = inf`` for an infinite arc), in residual form: arc ``k`` is residual
+    arc ``2k`` (from its tail to ``to[2k]``), its reverse is ``2k + 1``; ``head[u]``
+    lists the residual arcs leaving ``u``."""
+
+    def __init__(self, n: int, arcs: Sequence[tuple[int, int, float]], scales: Sequence[float]) -> None:
+        head: list[list[int]] = [[] for _ in range(n)]
+        to: list[int] = []
+        a: list[float] = []
+        b: list[float] = []
+        for (u, v, c), k in zip(arcs, scales):
+            if c < 0 or c != c or k < 0 or k != k:
+                raise InvalidGraphError(f"arc capacity: expected a value >= 0, got {c!r} (scale {k!r})")
+            head[u].append(len(to))
+            to.append(v)
+            head[v].append(len(to))
+            to.append(u)
+            a.append(float(c))
+            b.append(float(k) if c != math.inf else 0.0)
+        self.n, self.head, self.to, self.a, self.b = n, head, to, a, b
+        self.infinite = [c == math.inf for c in a]
+        self.finite_a = math.fsum(c for c, inf in zip(a, self.infinite) if not inf)
+        self.finite_b = math.fsum(b)
+
+    def capacities(self, scale: float) -> tuple[list[float], float, float]:
+        """Arc capacities at ``scale`` (infinite ones: more than all finite ones together),
+        the finite total and the saturation tolerance."""
+        total = self.finite_a + scale * self.finite_b
+        big = 4.0 * total + 1.0
+        caps = [big if inf else c + scale * k for c, k, inf in zip(self.a, self.b, self.infinite)]
+        return caps, total, _EPS * max(1.0, total)
+
+    def max_flow(self, scale: float, start: list[float] | None, source: int, sink: int
+                 ) -> tuple[float, set[int], list[float]]:
+        """A maximum flow at ``scale``, augmented from the feasible flow ``start`` (per arc;
+        None: zero): ``(its value, the source side of the smallest minimum cut, the flow)``."""
+        caps, _, tol = self.capacities(scale)
+        res = [0.0] * (2 * len(caps))
+        if start is None:
+            res[0::2] = caps
+        else:
+            for k, (c, x) in enumerate(zip(caps, start)):
+                res[2 * k] = c - x if c > x else 0.0
+                res[2 * k + 1] = x
+        head, to, n = self.head, self.to, self.n
+        while True:
+            level = _levels(n, head, to, res, source, sink, tol)
+            if level[sink] < 0:
+                break
+            _blocking_flow(head, to, res, level, source, sink, tol)
+        flow = [c - r if c > r else 0.0 for c, r in zip(caps, res[0::2])]
+        # out of the source minus into it (an arc into the source is a reverse arc of head[source])
+        value = math.fsum(flow[e >> 1] if e % 2 == 0 else -flow[e >> 1] for e in head[source])
+        # the last BFS ran to exhaustion: every vertex it reached is on the source side
+        return value, {v for v in range(n) if level[v] >= 0}, flow
 
 
-def _levels(n: int, head: list[list[int]], to: list[int], cap: list[float], source: int,
+def _levels(n: int, head: list[list[int]], to: list[int], res: list[float], source: int, sink: int,
             tol: float) -> list[int]:
-    """BFS distance from ``source`` along unsaturated arcs (-1: not reached)."""
+    """BFS distance from ``source`` along unsaturated arcs (-1: not reached); vertices
+    farther than the sink are left unlabelled (no shortest augmenting path uses them)."""
     level = [-1] * n
     level[source] = 0
     q = deque([source])
+    pop, push = q.popleft, q.append
+    stop = n
     while q:
-        u = q.popleft()
+        u = pop()
         lu = level[u] + 1
+        if lu > stop:
+            break
         for e in head[u]:
             v = to[e]
-            if level[v] < 0 and cap[e] > tol:
+            if level[v] < 0 and res[e] > tol:
                 level[v] = lu
-                q.append(v)
+                if v == sink:
+                    stop = lu
+                push(v)
     return level
 
 
-def _augment(head: list[list[int]], to: list[int], cap: list[float], level: list[int], it: list[int],
-             source: int, sink: int, tol: float) -> float | None:
-    """Push flow along one level-increasing source-sink path (iterative DFS from
-    the arc pointers ``it``, retreating from dead ends); the amount pushed, or
-    None when the blocking flow is complete."""
-    path: list[int] = []  # arc ids from the source
+def _blocking_flow(head: list[list[int]], to: list[int], res: list[float], level: list[int], source: int,
+                   sink: int, tol: float) -> None:
+    """Saturate every shortest source-sink path of the level graph (iterative DFS
+    over the arc pointers; after each augmentation it backs up only to the tail
+    of the first saturated arc; dead ends are taken out of the level graph)."""
+    it = [0] * len(head)
+    path: list[int] = []  # residual arcs from the source
     u = source
-    while u != sink:
+    depth = level[sink]
+    while True:
+        if u == sink:
+            pushed = min(res[e] for e in path)
+            cut_at = -1
+            for k, e in enumerate(path):
+                r = res[e] - pushed
+                res[e] = r
+                res[e ^ 1] += pushed
+                if cut_at < 0 and r <= tol:
+                    cut_at = k
+            e = path[cut_at]
+            del path[cut_at:]
+            u = to[e ^ 1]
+            continue
         adj = head[u]
         i = it[u]
         lu = level[u] + 1
-        while i < len(adj):
+        m = len(adj) if lu <= depth else 0
+        while i < m:
             e = adj[i]
-            if cap[e] > tol and level[to[e]] == lu:
+            if res[e] > tol and level[to[e]] == lu:
                 break
             i += 1
-        it[u] = i
-        if i == len(adj):  # dead end: retreat
+        else:  # dead end: retreat
+            it[u] = i
             if u == source:
-                return None
+                return
             level[u] = -1
             e = path.pop()
             u = to[e ^ 1]
             it[u] += 1
             continue
-        path.append(adj[i])
-        u = to[adj[i]]
-    pushed = min(cap[e] for e in path)
-    for e in path:
-        cap[e] -= pushed
-        cap[e ^ 1] += pushed
-    return pushed
-
-
-#: graphs with more nodes than this go to scipy's C implementation of Dinic
-SCIPY_MIN_NODES = 48
-
-
-def _scipy_cut(n, rows, cols, caps, is_inf, source: int, sink: int) -> set[int]:
-    """The source side of a minimum cut by ``scipy.sparse.csgraph.maximum_flow`` (Dinic, in C).
-
-    scipy needs int32 capacities: they are scaled so that the finite ones sum
-    to at most 2^28 units (``math.inf`` becomes 2^29 + 1, more than any finite
-    cut), so each arc is rounded by at most ``total * 2^-29`` and a cut's
-    cost by that times its arc count (relative error ~1e-7 at worst).
-    """
-    import numpy as np
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
-
-    finite_total = float(caps[~is_inf].sum())
-    unit = max(finite_total, 1e-300) / float(1 << 28)
-    big = (1 << 29) + 1
-    ints = np.where(is_inf, big, np.rint(np.where(is_inf, 0.0, caps) / unit)).astype(np.int32)
-    cap = sp.csr_matrix((ints, (rows, cols)), shape=(n, n))
-    cap.sum_duplicates()
-    res = maximum_flow(cap, source, sink, method="dinic")
-    residual = (cap - res.flow).tocsr()
-    residual.data[residual.data < 0] = 0
-    residual.eliminate_zeros()
-    reach = breadth_first_order(residual, source, directed=True, return_predecessors=False)
-    return set(reach.tolist())
+        it[u] = i
+        path.append(e)
+        u = to[e]
 
 
 def _check(ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
@@ -269,32 +290,39 @@ class MinCutProblem:
         self.src, self.snk = src, snk
         self.arcs = arcs
         self.g_arc = g_arc
-        self._np = None
+        # upload arcs scale with g_scale: capacity 0 + g_scale * g(u)
+        self._net = _Network(self.n_nodes, [(u, w, 0.0 if is_g else c) for (u, w, c), is_g in zip(arcs, g_arc)],
+                             [c if is_g else 0.0 for (_, _, c), is_g in zip(arcs, g_arc)])
+        self._flows: dict[float, list[float]] = {}  # g_scale -> a maximum flow found there
 
     def solve(self, g_scale: float = 1.0) -> tuple[frozenset[str], float]:
         """The client set minimizing the additive cost with uploads ``g_scale * g``, and that cost."""
-        if self.n_nodes > SCIPY_MIN_NODES:
-            side = self._solve_scipy(g_scale)
-        else:
-            arcs = self.arcs if g_scale == 1.0 else [
-                (u, w, c * g_scale if is_g else c) for (u, w, c), is_g in zip(self.arcs, self.g_arc)]
-            _, side = max_flow_min_cut(self.n_nodes, arcs, self.src, self.snk)
+        if not (g_scale >= 0 and math.isfinite(g_scale)):
+            raise InvalidGraphError(f"g_scale: expected a finite value >= 0, got {g_scale!r}")
+        _, side, flow = self._net.max_flow(g_scale, self._warm_start(g_scale), self.src, self.snk)
+        self._flows[g_scale] = flow
         client = frozenset(v for v in self.ids if self.index[v] in side)
         g = self.g if g_scale == 1.0 else {v: g_scale * x for v, x in self.g.items()}
         return client, additive_cost(client, self.ids, self.edges, self.f, self.s, g, self.output_id, self.reply)
 
-    def _solve_scipy(self, g_scale: float) -> set[int]:
-        import numpy as np
-
-        if self._np is None:
-            rows = np.array([a[0] for a in self.arcs], dtype=np.int32)
-            cols = np.array([a[1] for a in self.arcs], dtype=np.int32)
-            caps = np.array([a[2] for a in self.arcs], dtype=np.float64)
-            self._np = (rows, cols, caps, np.array(self.g_arc, dtype=bool), np.isinf(caps))
-        rows, cols, caps, is_g, is_inf = self._np
-        caps = caps.copy()
-        caps[is_g] *= g_scale
-        return _scipy_cut(self.n_nodes, rows, cols, caps, is_inf, self.src, self.snk)
+    def _warm_start(self, scale: float) -> list[float] | None:
+        """A feasible flow at ``scale`` from the maximum flows already found: the interpolation
+        of the nearest ones below and above it, the nearest one below (capacities only grow
+        with the scale), or the nearest one above scaled down (from the zero flow at 0)."""
+        if not self._flows:
+            return None
+        if scale in self._flows:
+            return self._flows[scale]
+        below = max((k for k in self._flows if k < scale), default=None)
+        above = min((k for k in self._flows if k > scale), default=None)
+        if above is None:
+            return self._flows[below]
+        lo, f_lo = (below, self._flows[below]) if below is not None else (0.0, None)
+        w = (scale - lo) / (above - lo)
+        f_hi = self._flows[above]
+        if f_lo is None:
+            return [w * x for x in f_hi]
+        return [(1.0 - w) * x + w * y for x, y in zip(f_lo, f_hi)]
 
 
 def min_cut_partition(

@@ -51,7 +51,9 @@ what a whole run took on this machine while it was profiled. The raw
 medians stay in the table (``calibrated=False``).
 
 Files and lookup. ``profiles/<device-tag>/<model>.json`` under the
-repository (or any ``root``). The device tag is honest and stable:
+repository for zoo models (the committed tables), under the user's cache
+(``~/.cache/opss/profiles``) for ``package.module:factory`` models, or under
+any ``root``. The device tag is honest and stable:
 ``cpu-<cpu model>-<threads>t`` (the CPU model string from
 ``/proc/cpuinfo``) or ``cuda-<gpu name>``. :func:`load_or_build_profile`
 returns the stored table when it matches the model (architecture hash and
@@ -114,11 +116,13 @@ __all__ = [
     "device_settings",
     "device_tag",
     "graph_hash",
+    "is_user_model",
     "load_or_build_profile",
     "load_profile",
     "measure_profile",
     "profile_path",
     "role_settings",
+    "user_profiles_root",
 ]
 
 METHODS = ("interpreter", "profiler")
@@ -162,23 +166,36 @@ def device_tag(device: str = "cpu", threads: int | None = None, gpu_name: str | 
     return f"cpu-{_sanitize(cpu_description())}-{threads}t"
 
 
-def default_profiles_root() -> Path:
-    """``profiles/`` of the source checkout this package runs from (its committed tables).
-
-    An installed, non-editable copy has no such folder beside it; it keeps its
-    tables in the user's cache (``$XDG_CACHE_HOME/opss/profiles``, by default
-    ``~/.cache/opss/profiles``) rather than writing into site-packages.
-    """
-    repo = Path(__file__).resolve().parent.parent / "profiles"
-    if repo.is_dir():
-        return repo
+def user_profiles_root() -> Path:
+    """The user's profile cache: ``$XDG_CACHE_HOME/opss/profiles`` (default ``~/.cache/opss/profiles``)."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "opss" / "profiles"
 
 
+def is_user_model(model: str) -> bool:
+    """A ``package.module:factory`` name (not a zoo name): its tables never go into the checkout."""
+    return ":" in model
+
+
+def default_profiles_root(model: str | None = None) -> Path:
+    """Where the tables of ``model`` live: a zoo model's in ``profiles/`` of the source checkout
+    this package runs from (the committed tables); a user model's
+    (``package.module:factory``) in the user's cache (:func:`user_profiles_root`), so
+    measuring one never leaves untracked files in the repository.
+
+    An installed, non-editable copy has no such folder beside it; it keeps every table in
+    the user's cache rather than writing into site-packages.
+    """
+    repo = Path(__file__).resolve().parent.parent / "profiles"
+    if repo.is_dir() and not (model is not None and is_user_model(model)):
+        return repo
+    return user_profiles_root()
+
+
 def profile_path(model: str, tag: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<tag>/<model>.json``; without ``root``, under :func:`default_profiles_root` of the model."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-    return Path(root if root is not None else default_profiles_root()) / tag / f"{safe}.json"
+    return Path(root if root is not None else default_profiles_root(model)) / tag / f"{safe}.json"
 
 
 # ---------------------------------------------------------------------------

@@ -236,9 +236,30 @@ def test_min_cut_equals_brute_force_over_downsets(seed):
     assert graph.check_client_set(client) == client  # a valid client set
 
 
+def _scipy_max_flow(problem, g_scale):
+    """The max-flow value of ``problem``'s network at ``g_scale`` by scipy's C Dinic (the oracle):
+    it takes int32 capacities, so they are scaled to units of 2^-28 of the finite total (each arc
+    rounds by at most half a unit) and the infinite ones to 2^29 + 1, more than all of them."""
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import maximum_flow
+
+    caps = [c * g_scale if is_g else c for (_, _, c), is_g in zip(problem.arcs, problem.g_arc)]
+    finite = sum(c for c in caps if c != float("inf"))
+    unit = max(finite, 1e-300) / 2.0**28
+    ints = np.array([2**29 + 1 if c == float("inf") else round(c / unit) for c in caps], dtype=np.int32)
+    rows = np.array([u for u, _, _ in problem.arcs])
+    cols = np.array([w for _, w, _ in problem.arcs])
+    m = sp.csr_matrix((ints, (rows, cols)), shape=(problem.n_nodes, problem.n_nodes))
+    m.sum_duplicates()
+    return maximum_flow(m, problem.src, problem.snk, method="dinic").flow_value * unit
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_scipy_and_python_max_flow_agree_on_large_dags(seed):
-    import opss.mincut as mc
+def test_python_max_flow_matches_scipy_on_large_dags_at_every_scale_and_warm_start(seed):
+    """The pure-Python Dinic (warm-started from earlier scales, in a random order) gives cuts
+    whose cost is the max-flow value scipy computes, equal to a cold solve on a fresh problem."""
+    from opss.mincut import MinCutProblem
 
     rng = random.Random(900 + seed)
     graph, f, s = random_graph(rng.randint(100, 160), 900 + seed)
@@ -246,18 +267,19 @@ def test_scipy_and_python_max_flow_agree_on_large_dags(seed):
     g = {v: link.g(graph.nbytes[v]) for v in graph.ids}
     reply = link.g(graph.nbytes[graph.output_id])
     args = (graph.ids, graph.edges, f, s, g, graph.input_id, graph.output_id, reply)
-    assert len(graph) + 2 > mc.SCIPY_MIN_NODES
-    fast, fast_cost = min_cut_partition(*args)
-    saved = mc.SCIPY_MIN_NODES
-    try:
-        mc.SCIPY_MIN_NODES = 10**9  # force the pure-Python Dinic
-        slow, slow_cost = min_cut_partition(*args)
-    finally:
-        mc.SCIPY_MIN_NODES = saved
-    assert fast_cost == pytest.approx(slow_cost, rel=1e-6)
-    assert fast_cost == pytest.approx(additive_cost(fast, graph.ids, graph.edges, f, s, g, graph.output_id, reply))
-    graph.check_client_set(fast)
-    graph.check_client_set(slow)
+    warm = MinCutProblem(*args)
+    scales = [1.0, 0.0, 0.25, 0.5, 0.75, 1.5, 0.6]
+    rng.shuffle(scales)
+    for scale in scales:
+        client, cost = warm.solve(scale)
+        cold_client, cold_cost = MinCutProblem(*args).solve(scale)
+        graph.check_client_set(client)
+        gs = {v: scale * x for v, x in g.items()}
+        assert cost == pytest.approx(additive_cost(client, graph.ids, graph.edges, f, s, gs, graph.output_id, reply))
+        # min cut = max flow, plus the constant min(f, s) the network subtracted from every vertex
+        shift = sum(min(f[v], s[v] + (reply if v == graph.output_id else 0.0)) for v in graph.ids)
+        assert cost == pytest.approx(_scipy_max_flow(warm, scale) + shift, rel=1e-5)
+        assert client == cold_client and cost == pytest.approx(cold_cost, rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -194,3 +194,33 @@ def test_cuda_profile_uses_the_same_code(tmp_path):
     lg = capture_model(MODEL, "layer", shape)
     assert set(prof.vertices) == {n.id for n in lg.nodes}
     assert all(st.median >= 0 for st in prof.vertices.values())
+
+
+def test_a_user_models_profile_goes_to_the_users_cache_not_the_repository(tmp_path, monkeypatch, capsys):
+    """``opss profile`` of a ``package.module:factory`` model writes under $XDG_CACHE_HOME/opss/profiles
+    and leaves the checkout's profiles/ exactly as it was; a zoo model still reads the committed table."""
+    import sys
+    from pathlib import Path
+
+    from opss.profile import default_profiles_root
+
+    repo_profiles = Path(__file__).resolve().parent.parent / "profiles"
+    before = sorted(p.relative_to(repo_profiles) for p in repo_profiles.rglob("*"))
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "cachemodels.py").write_text(
+        "import torch.nn as nn\n\ndef make():\n    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())\n\n"
+        "make.input_shape = (1, 3, 12, 12)\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["profile", "--model", "cachemodels:make", "--repeats", "2", "--warmup", "0", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    written = list((tmp_path / "cache" / "opss" / "profiles").rglob("*.json"))
+    assert [p.name for p in written] == ["cachemodels_make.json"], written
+    assert str(written[0]) in err
+    assert sorted(p.relative_to(repo_profiles) for p in repo_profiles.rglob("*")) == before
+    assert default_profiles_root("googlenet") == repo_profiles
+    assert default_profiles_root("cachemodels:make") == tmp_path / "cache" / "opss" / "profiles"
+    # and the lookup finds it there again (no second measurement)
+    assert main(["profile", "--model", "cachemodels:make", "--quiet"]) == 0
+    assert "measuring" not in capsys.readouterr().err

@@ -64,3 +64,26 @@ def test_bootstrap_ci_of_the_median_covers_the_true_median() -> None:
     narrow = bootstrap_ci([rng.gauss(10, 1) for _ in range(3000)], resamples=500)
     assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 3
     assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+def test_bootstrap_ci_brackets_the_median_and_narrows_with_more_samples():
+    import random
+    import statistics
+
+    from opss.stats import bootstrap_ci
+
+    rng = random.Random(3)
+    few = [rng.gauss(10, 1) for _ in range(11)]
+    many = few + [rng.gauss(10, 1) for _ in range(390)]
+    lo, hi = bootstrap_ci(few)
+    assert lo <= statistics.median(few) <= hi and lo < hi
+    lo2, hi2 = bootstrap_ci(many)
+    assert lo2 <= statistics.median(many) <= hi2
+    assert hi2 - lo2 < hi - lo  # 40x the samples: a narrower interval
+    # the true median (10) lies inside the 95 % interval of 400 samples
+    assert lo2 < 10 < hi2
+    # every resampled median is one of the samples (odd n), so the bounds are samples too
+    assert lo in few and hi in few
+    assert bootstrap_ci([4.0]) == (4.0, 4.0)
+    assert all(x != x for x in bootstrap_ci([]))
+    assert bootstrap_ci(few, seed=5) == bootstrap_ci(list(few), seed=5)  # seeded: reproducible

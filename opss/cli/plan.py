@@ -47,7 +47,8 @@ def register(subparsers) -> None:
                         choices=("auto", "exact", "tree", "pathwise", "topo", "beam"),
                         help="client-order scheduler of opss.sched (default auto)")
     parser.add_argument("--profiles-dir", default=None, metavar="DIR",
-                        help="root of the profile tables (default: the repository's profiles/)")
+                        help="root of the profile tables (default: the repository's profiles/ for zoo models, "
+                             "~/.cache/opss/profiles for package.module:factory models)")
     parser.add_argument("--no-build", action="store_true", help="fail instead of measuring a missing profile")
     add_wire_arguments(parser)
     parser.add_argument("--json", default=None, metavar="FILE", help="write the plans as JSON ('-' = stdout)")

@@ -1,6 +1,7 @@
 """``opss profile --model NAME``: measure (or look up) a model's per-layer latency table.
 
-Writes ``profiles/<device-tag>/<model>.json`` (see :mod:`opss.profile`). A
+Writes ``profiles/<device-tag>/<model>.json`` (a ``package.module:factory`` model's
+under ``~/.cache/opss/profiles/``; see :mod:`opss.profile`). A
 matching stored table is reported and kept unless ``--force``; a missing
 one is measured with a progress bar on stderr. torch is imported inside
 ``run`` only.
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
         help="measure a model's per-layer latency on this device (profiles/<device-tag>/<model>.json)",
         description=(
             "Time every layer-graph vertex of a model (fx.Interpreter, warm-up then repeats; median and "
-            "p10/p90) and store the table under profiles/<device-tag>/. A matching table is kept unless "
+            "p10/p90) and store the table under profiles/<device-tag>/ (a package.module:factory model's under "
+            "~/.cache/opss/profiles/<device-tag>/). A matching table is kept unless "
             "--force. --model all profiles the whole zoo; a comma list profiles several."
         ),
     )
@@ -36,7 +38,8 @@ def register(subparsers) -> None:
                         help="fx.Interpreter wall-clock per node (default) or torch.profiler ranges")
     parser.add_argument("--force", action="store_true", help="re-measure even if a matching table exists")
     parser.add_argument("--profiles-dir", default=None, metavar="DIR",
-                        help="root of the profile tables (default: the repository's profiles/)")
+                        help="root of the profile tables (default: the repository's profiles/ for zoo models, "
+                             "~/.cache/opss/profiles for package.module:factory models)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,14 +135,55 @@ def get_spec(name: str) -> ModelSpec:
     )
 
 
+def _import_user_module(name: str, module_name: str) -> Any:
+    """Import the module of a ``package.module:factory`` name, also from the current folder.
+
+    Like ``python -m``, the current folder is searched too (a ``mymodels.py`` beside the
+    user): when the module is not found on ``sys.path``, the current folder is put first
+    on it and the import is tried again (it stays there, so the module's own imports of
+    its neighbours work; it is taken off again if that fails too).
+    """
+    top = module_name.split(".")[0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (top, module_name):
+            raise ModelNotFoundError(f"model {name!r}: importing {module_name!r} failed: {exc}") from None
+    except ImportError as exc:
+        raise ModelNotFoundError(f"model {name!r}: importing {module_name!r} failed: {exc}") from None
+    except Exception as exc:  # the user's module raised while it ran
+        raise ModelNotFoundError(f"model {name!r}: importing {module_name!r} raised "
+                                 f"{type(exc).__name__}: {exc}") from None
+    here = os.getcwd()
+    on_path = any(os.path.abspath(p or os.curdir) == here for p in sys.path)
+    if not on_path:
+        sys.path.insert(0, here)
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (top, module_name):
+                raise ModelNotFoundError(f"model {name!r}: importing {module_name!r} failed: {exc}") from None
+        except Exception as exc:
+            raise ModelNotFoundError(f"model {name!r}: importing {module_name!r} from {here} raised "
+                                     f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if top not in sys.modules:
+                sys.path.remove(here)
+    where = module_name.replace(".", "/")
+    raise ModelNotFoundError(
+        f"model {name!r}: cannot import module {module_name!r}: expected {where}.py (or a package {where}/) "
+        f"in the current folder ({here}) or on PYTHONPATH; run from its folder or set "
+        f"PYTHONPATH=/path/to/its/folder"
+    )
+
+
 def _user_spec(name: str) -> ModelSpec:
     module_name, _, attr = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelNotFoundError(
-            f"model {name!r}: cannot import module {module_name!r} ({exc})"
-        ) from None
+    if not module_name or not attr:
+        raise ModelNotFoundError(f"model {name!r}: expected 'package.module:factory', got an empty "
+                                 f"{'module' if not module_name else 'factory'} name")
+    module = _import_user_module(name, module_name)
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelNotFoundError(
