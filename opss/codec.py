@@ -34,7 +34,9 @@ The codecs, by name (:data:`CODECS`):
     Affine quantization ``q = clip(rint(x / s) + z, -128, 127)``, decoded as
     ``(q - z) * s`` in float32. The range always contains 0, so exact zeros
     stay exact. Per channel along axis 1 for tensors of 3 or more dimensions
-    (NCHW, NCL: ``shape[1]`` scales and zero points), per tensor otherwise.
+    (NCHW, NCL: ``shape[1]`` scales and zero points), per tensor otherwise
+    (measured: per channel gives a 2-3x lower median model-output error, e.g.
+    resnet18 3.7e-4 vs 9.5e-4, mobilenet_v2 4.2e-4 vs 1.4e-3, on a sample photo).
     Error per element ``<= s / 2`` plus float32 rounding (``|x| * 2**-22``).
     NaN and Inf have no int8 form: a tensor with any is refused with
     :class:`CodecError`.
