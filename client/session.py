@@ -589,8 +589,6 @@ class ClientSession:
         ``image`` (:class:`opss.wire.ImageSource`) is the photo ``x`` was made from: plans
         that send the input as its file or uint8 crop need it (without it the input goes
         through the tensor codecs instead)."""
-        import torch
-
         from opss.labels import topk
 
         index = next(self._counter)
@@ -624,38 +622,48 @@ class ClientSession:
         elif skip is not None:
             notes.append(f"ran locally: {skip}")
         if tl.where == "cooperative":
-            base = self.estimator.baseline
-            self.estimator.extend(link_samples(tl, c=base.c if base is not None else 0.0))
-            if self.config.link == "auto" and self.estimator.drifted:
-                old, new = self.estimator.baseline, self.estimator.model
-                self.link = new
-                self.estimator.rebase()
-                old_cut = self.plan.cut
-                self._replan(new)
-                same = "same cut" if self.plan.cut == old_cut else f"new cut {list(self.plan.cut)}"
-                notes.append(f"link drifted {old.mbps:.2f} -> {new.mbps:.2f} Mbps: re-planned ({same}, "
-                             f"predicted {self.plan.predicted.total * 1e3:.1f}ms)")
-        verr = vok = vrel = vtol = None
-        if verify:
-            ref = self.reference(x)
-            rtol, atol = tolerance_for(self.config.wire_dtype if tl.where == "cooperative" else "float32")
-            from opss.codec import CODECS
-
-            lossy = [w for w in self.plan.wire if w.codec in ex.codecs.values() and not CODECS[w.codec].exact]
-            if lossy and tl.where == "cooperative" and self.config.max_error:
-                # each lossy tensor was admitted for a measured output error <= max_error
-                rtol = atol = max(atol, 2 * self.config.max_error * len(lossy))
-            scale = max(1.0, float(ref.abs().max()))
-            diff = float((result.output.float() - ref.float()).abs().max())
-            verr, vrel, vtol = diff, diff / scale, atol
-            try:
-                torch.testing.assert_close(result.output.float(), ref.float(), rtol=rtol, atol=atol * scale)
-                vok = True
-            except AssertionError:
-                vok = False
+            notes.extend(self._follow_link(tl))
+        verr, vok, vrel, vtol = self._verify(x, result, ex) if verify else (None, None, None, None)
         return RunReport(index=index, result=result, strategy=ex.strategy, predicted=predicted,
                          top5=topk(result.output, 5), verify_error=verr, verify_ok=vok, notes=tuple(notes),
                          verify_rel_error=vrel, verify_tolerance=vtol)
+
+    def _follow_link(self, tl: Any) -> list[str]:
+        """Feed a cooperative run's transfers to the link estimator; re-plan on drift."""
+        base = self.estimator.baseline
+        self.estimator.extend(link_samples(tl, c=base.c if base is not None else 0.0))
+        if not (self.config.link == "auto" and self.estimator.drifted):
+            return []
+        old, new = self.estimator.baseline, self.estimator.model
+        self.link = new
+        self.estimator.rebase()
+        old_cut = self.plan.cut
+        self._replan(new)
+        same = "same cut" if self.plan.cut == old_cut else f"new cut {list(self.plan.cut)}"
+        return [f"link drifted {old.mbps:.2f} -> {new.mbps:.2f} Mbps: re-planned ({same}, "
+                f"predicted {self.plan.predicted.total * 1e3:.1f}ms)"]
+
+    def _verify(self, x: Any, result: Any, ex: Execution) -> tuple[float, bool, float, float]:
+        """``(max |coop - local|, ok, relative error, tolerance)`` against the local full model."""
+        import torch
+
+        from opss.codec import CODECS
+
+        tl = result.timeline
+        ref = self.reference(x)
+        rtol, atol = tolerance_for(self.config.wire_dtype if tl.where == "cooperative" else "float32")
+        lossy = [w for w in self.plan.wire if w.codec in ex.codecs.values() and not CODECS[w.codec].exact]
+        if lossy and tl.where == "cooperative" and self.config.max_error:
+            # each lossy tensor was admitted for a measured output error <= max_error
+            rtol = atol = max(atol, 2 * self.config.max_error * len(lossy))
+        scale = max(1.0, float(ref.abs().max()))
+        diff = float((result.output.float() - ref.float()).abs().max())
+        try:
+            torch.testing.assert_close(result.output.float(), ref.float(), rtol=rtol, atol=atol * scale)
+            ok = True
+        except AssertionError:
+            ok = False
+        return diff, ok, diff / scale, atol
 
     def compute_check(self, reports: Sequence[RunReport]) -> dict[str, Any] | None:
         """Does this client compute as fast as its profile says? See :func:`compute_check`."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from opss.errors import OpssError, ShapeMismatchError, WireError
+from opss.errors import CodecError, OpssError, ShapeMismatchError, WireError
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -217,12 +217,15 @@ def iter_chunks(name: str, tensor: torch.Tensor, wire_dtype: str = "float32",
     if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
         raise WireError(f"bad chunk size: expected 1 to {MAX_CHUNK_BYTES} bytes, got {chunk_bytes}")
     if codec not in ("raw", ""):
-        enc = encode_payload(tensor, codec, image)
-        if len(enc.payload) < enc.decoded_bytes or codec == "file":
+        try:
+            enc = encode_payload(tensor, codec, image)
+        except CodecError:  # a lossy codec refuses values it cannot carry (fp16 overflow, NaN in int8)
+            enc = None
+        if enc is not None and (len(enc.payload) < enc.decoded_bytes or codec == "file"):
             yield from _encoded_chunks(name, enc, chunk_bytes)
             return
-        # the codec did not shrink this tensor (data unlike the samples it was planned on):
-        # raw is exact and never larger, so send that
+        # the codec refused or did not shrink this tensor (data unlike the samples it was
+        # planned on): raw is exact and never larger, so send that
     dtype = wire_dtype_for(tensor.dtype, wire_dtype)
     t = tensor.detach()
     if t.dtype != _TORCH[dtype]:

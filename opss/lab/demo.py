@@ -91,20 +91,10 @@ def run_demo(
 ) -> StrategyResults:
     """Run the comparison and print the table; returns the numbers per strategy.
 
-    ``link`` is a preset (``3g``, ``4g``, ``wifi``) or a rate (``5.85mbit``):
-    the planners use it and the token bucket enforces it on the upload.
-    ``client_slowdown`` emulates a client that many times slower than this CPU
-    (1: as fast; a Raspberry Pi class board is several times slower): each
-    client layer then takes ``client_slowdown`` times its profiled time (the
-    compute thread sleeps out the rest after the real computation).
-    ``small`` uses the models' small test inputs. ``codecs``/``max_error`` say
-    what may cross the link; the input is the photo ``image`` (a file; default
-    the sample photo matplotlib ships, whose JPEG file is what a camera sends),
-    and the paper's raw float32 arms run beside the codec ones
-    (:func:`demo_arms`). Raises OpssError on a bad model name or link.
-    ``fresh_profiles`` measures both profiles now (a few seconds) instead of
-    using the stored tables: client and server share this machine, so its
-    current load is what both will see.
+    ``link`` is a preset or a rate (planned and enforced by the token bucket); each client
+    layer takes ``client_slowdown`` times its profile; the input is the photo ``image``
+    (default the sample JPEG matplotlib ships); the paper's raw arms run beside the codec
+    ones (:func:`demo_arms`); ``fresh_profiles`` measures both profiles now.
     """
     from opss import models
     from opss.link import link_from_spec
@@ -130,9 +120,7 @@ def run_demo(
             client_slowdown=float(client_slowdown), progress=out is not None, fresh_profile=fresh_profiles,
             pace=True, codecs=codecs, max_error=max_error, image_bytes=len(photo[1].data),
         )
-        raw_names = tuple(a.partition("@")[0] for a in arms if a.endswith("@raw"))
-        if raw_names:
-            raw = open_variant(session, raw_names, codecs="raw")
+        raw = _raw_variant(session, arms)
         for name in strategies:
             say(session.describe_plan(name))
         results = measure_strategies(session, arms, runs, seed=seed, say=say, image=photo,
@@ -144,6 +132,12 @@ def run_demo(
             if sess is not None:
                 sess.close()
         server.stop(0).wait(5)
+
+
+def _raw_variant(session, arms: tuple[str, ...]):
+    """The session planning the ``@raw`` arms (codecs raw), or None when there are none."""
+    names = tuple(a.partition("@")[0] for a in arms if a.endswith("@raw"))
+    return open_variant(session, names, codecs="raw") if names else None
 
 
 def _photo(image: str | None, shape) -> tuple:
