@@ -344,17 +344,20 @@ class ClientSession:
         return resolved
 
     def _client_profile(self) -> Any:
-        from opss.profile import load_or_build_profile, measure_profile
+        from opss.profile import load_or_build_profile, measure_profile, measure_steady_profile
 
         cfg, rm = self.config, self.resolved
-        if cfg.small or cfg.fresh_profile:
-            # the small shape is for tests and quick demos, a fresh profile for benchmarks that
-            # must match this machine's load now: measured here, never stored over the
-            # committed tables
+        if cfg.small:  # the small shape is for tests and quick demos: measured here, never stored
+            return measure_profile(rm.name, device="cpu", threads=cfg.threads, repeats=5, warmup=1,
+                                   input_shape=rm.input_shape, progress=cfg.progress, module=rm.module,
+                                   graph=rm.graph)
+        if cfg.fresh_profile:
+            # for demos and benchmarks that pace an emulated client from it: measured here (again
+            # while a busy machine makes it unsteady), never stored over the committed tables
             _say(self.err, f"opss-client: measuring a fresh profile of {cfg.model} at {list(self.input_shape)}")
-            return measure_profile(rm.name, device="cpu", threads=cfg.threads, repeats=5 if cfg.small else 10,
-                                   warmup=1 if cfg.small else 2, input_shape=rm.input_shape,
-                                   progress=cfg.progress, module=rm.module, graph=rm.graph)
+            return measure_steady_profile(rm.name, device="cpu", threads=cfg.threads, repeats=10, warmup=2,
+                                          input_shape=rm.input_shape, progress=cfg.progress, module=rm.module,
+                                          graph=rm.graph, say=lambda m: _say(self.err, f"opss-client: {m}"))
         return load_or_build_profile(rm, role="client", threads=cfg.threads, progress=cfg.progress,
                                      stream=self.err)
 

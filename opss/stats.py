@@ -17,7 +17,11 @@ Both return ``nan`` for no samples, so a table can show a missing cell.
 
 :func:`bootstrap_ci` is the percentile bootstrap confidence interval of a
 statistic (default the median), seeded, for benchmark tables that quote a
-median with its uncertainty.
+median with its uncertainty. :func:`paired_ratio` is how every report
+compares two interleaved arms: the median of the per-round ratios (the two
+ran back to back, so a slow drift of the machine cancels) with its bootstrap
+interval; :func:`ratio_text` writes it, marking "n.s." when the interval
+contains 1.0 (the difference is not shown to be real).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 
-__all__ = ["bootstrap_ci", "median", "p90", "percentile"]
+__all__ = ["bootstrap_ci", "median", "p90", "paired_ratio", "percentile", "ratio_text"]
 
 
 def percentile(samples: Iterable[float], q: float) -> float:
@@ -78,3 +82,20 @@ def bootstrap_ci(
     stats = [stat([xs[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples)]
     tail = (1 - confidence) / 2 * 100
     return percentile(stats, tail), percentile(stats, 100 - tail)
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float], *, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """``(median, low, high)`` of the per-round ratios ``num[i] / den[i]`` and its bootstrap
+    interval; rounds are paired by index (both arms ran in round ``i``)."""
+    if len(num) != len(den):
+        raise ValueError(f"paired_ratio: expected as many rounds on both sides, got {len(num)} and {len(den)}")
+    r = [a / b for a, b in zip(num, den)]
+    lo, hi = bootstrap_ci(r, confidence=confidence, seed=seed)
+    return median(r), lo, hi
+
+
+def ratio_text(m: float, lo: float, hi: float, digits: int = 2) -> str:
+    """``"1.23 [1.10, 1.31]"``, with `` n.s.`` when the interval contains 1.0."""
+    ns = " n.s." if lo <= 1.0 <= hi else ""
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{ns}"

@@ -110,17 +110,10 @@ def measure(model: str, link_name: str, runs: int, slowdown: float, photo, *, te
         server.stop(0).wait(5)
 
 
-def _ratio(num: list[float], den: list[float]) -> tuple[float, float, float]:
-    from opss.stats import bootstrap_ci, median
+def _ratio(num: list[float], den: list[float]) -> str:
+    from opss.stats import paired_ratio, ratio_text
 
-    r = [a / b for a, b in zip(num, den)]
-    lo, hi = bootstrap_ci(r)
-    return median(r), lo, hi
-
-
-def _ci_text(m: float, lo: float, hi: float) -> str:
-    ns = " n.s." if lo <= 1.0 <= hi else ""
-    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]{ns}"
+    return ratio_text(*paired_ratio(num, den))
 
 
 def measured_rows(models, links, runs, slowdown, photo, tensor_models) -> list[dict]:
@@ -140,13 +133,13 @@ def measured_rows(models, links, runs, slowdown, photo, tensor_models) -> list[d
                 row[f"{arm}_ms"] = median(rounds[arm]) * 1e3
                 row[f"{arm}_pred_ms"] = res[arm]["predicted_s"] * 1e3
             row["joint_codecs"] = "+".join(sorted(set(res["joint"]["codecs"].values()))) or "-"
-            row["joint_over_best_lo_co"] = _ci_text(*_ratio(rounds["joint"], best_lo_co))
-            row["co_over_co_raw"] = _ci_text(*_ratio(rounds["co"], rounds["co@raw"]))
-            row["joint_raw_over_joint"] = _ci_text(*_ratio(rounds["joint@raw"], rounds["joint"]))
-            row["po_raw_over_joint"] = _ci_text(*_ratio(rounds["po@raw"], rounds["joint"]))
+            row["joint_over_best_lo_co"] = _ratio(rounds["joint"], best_lo_co)
+            row["co_over_co_raw"] = _ratio(rounds["co"], rounds["co@raw"])
+            row["joint_raw_over_joint"] = _ratio(rounds["joint@raw"], rounds["joint"])
+            row["po_raw_over_joint"] = _ratio(rounds["po@raw"], rounds["joint"])
             if "tensor" in m:
                 tr = m["tensor_rounds"]
-                row["tensor_joint_raw_over_joint"] = _ci_text(*_ratio(tr["joint@raw"], tr["joint"]))
+                row["tensor_joint_raw_over_joint"] = _ratio(tr["joint@raw"], tr["joint"])
                 row["verified"] = row["verified"] and all(r["verified"] for r in m["tensor"].values())
             row["seconds"] = time.perf_counter() - t
             rows.append(row)
