@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opss.errors import OpssError
-from opss.lab.harness import BASELINES, measure_strategies, open_session
+from opss.lab.harness import BASELINES, measure_strategies, open_session, same_plan_groups
 from opss.plan import STRATEGIES
-from opss.stats import median, p90
+from opss.stats import bootstrap_groups_ci, excludes_one, median, p90, ratio_ci
 
 DEFAULT_MODELS = ("alexnet_parallel", "googlenet", "multistream", "randwire", "resnet18", "mobilenet_v2")
 DEFAULT_LINKS = ("3g", "4g", "wifi")
@@ -46,7 +46,9 @@ SWEEP_MBPS = (1, 1.5, 2, 3, 4, 5.85, 8, 12, 18.88, 25, 35, 50, 70, 100)
 RUN_FIELDS = ("model", "link", "nominal_mbps", "strategy", "run", "latency_s", "predicted_s",
               "client_compute_s", "upload_s", "hidden_upload_s", "server_s", "after_upload_s",
               "pred_client_compute_s", "pred_upload_s", "pred_hidden_upload_s", "pred_server_s",
-              "pred_reply_s", "cut_bytes", "cut", "client_vertices", "where", "verified")
+              "pred_reply_s", "cut_bytes", "cut", "client_vertices", "where", "verified", "shared_with")
+
+PLAN_FIELDS = ("model", "link", "strategy", "seconds_to_plan", "predicted_s", "link_b", "link_c", "shared_with")
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,17 @@ def worker_main(argv: list[str] | None = None) -> int:
                            link="auto", small=args["small"], fresh_profile=True, progress=False, threads=1,
                            timeout=args["timeout_s"])
     try:
-        print(json.dumps(_meta(session)), flush=True)
-        measure_strategies(session, strategies, args["runs"],
-                           on_run=lambda name, rep: print(json.dumps(_run_record(session, name, rep)), flush=True))
+        groups = same_plan_groups({name: (session, name) for name in strategies})
+        print(json.dumps(_meta(session, groups)), flush=True)
+        measure_strategies(session, strategies, args["runs"], share_identical=True,
+                           on_run=lambda name, rep: print(json.dumps(_run_record(session, name, rep, groups)),
+                                                          flush=True))
     finally:
         session.close()
     return 0
 
 
-def _meta(session) -> dict:
+def _meta(session, groups: dict[str, str]) -> dict:
     """The worker's first line: the link fit, the graph, both profiles and every plan."""
     from opss.problem import costs_of
 
@@ -101,15 +105,17 @@ def _meta(session) -> dict:
     return {"kind": "meta", "link_b": link.b, "link_c": link.c, "graph": session.plan_graph.to_json(),
             "client_f": costs, "server_s": server,
             "plans": {name: {"seconds_to_plan": p.seconds_to_plan, "predicted": p.predicted.to_json(),
-                             "cut_bytes": p.cut_bytes, "client": len(p.client)}
+                             "cut_bytes": p.cut_bytes, "client": len(p.client),
+                             "shared_with": groups[name] if groups[name] != name else ""}
                       for name, p in session.plans.items()}}
 
 
-def _run_record(session, name: str, rep) -> dict:
-    """One measured run as a line of runs.csv: its terms beside the prediction's."""
+def _run_record(session, name: str, rep, groups: dict[str, str]) -> dict:
+    """One measured run as a line of runs.csv: its terms beside the prediction's. A strategy whose
+    plan is identical to an earlier one's gets that one's run (``shared_with`` names it)."""
     terms = rep.result.timeline.terms()
-    pred = rep.predicted
     plan = session.plans[name]
+    pred = plan.predicted
     return {
         "kind": "run", "strategy": name, "latency_s": rep.latency, "predicted_s": pred.total,
         "client_compute_s": terms["client_compute"], "upload_s": terms["upload"],
@@ -118,7 +124,8 @@ def _run_record(session, name: str, rep) -> dict:
         "pred_upload_s": pred.upload, "pred_hidden_upload_s": pred.hidden_upload,
         "pred_server_s": pred.server, "pred_reply_s": pred.reply, "cut_bytes": plan.cut_bytes,
         "cut": " ".join(plan.cut), "client_vertices": len(plan.client),
-        "where": rep.result.timeline.where, "verified": bool(rep.verify_ok)}
+        "where": rep.result.timeline.where, "verified": bool(rep.verify_ok),
+        "shared_with": groups[name] if groups[name] != name else ""}
 
 
 # --------------------------------------------------------------------------- the driver (root)
@@ -263,11 +270,10 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
             rec = json.loads(line)
             if rec["kind"] == "meta":
                 for name, p in rec["plans"].items():
-                    _append(plans_csv, ("model", "link", "strategy", "seconds_to_plan", "predicted_s",
-                                        "link_b", "link_c"),
+                    _append(plans_csv, PLAN_FIELDS,
                             {"model": model, "link": link, "strategy": name,
                              "seconds_to_plan": p["seconds_to_plan"], "predicted_s": p["predicted"]["total"],
-                             "link_b": rec["link_b"], "link_c": rec["link_c"]})
+                             "link_b": rec["link_b"], "link_c": rec["link_c"], "shared_with": p["shared_with"]})
                 for sub, data in (("profiles", {"client_f": rec["client_f"], "server_s": rec["server_s"]}),
                                   ("graphs", rec["graph"])):
                     (Path(cfg.out) / sub).mkdir(exist_ok=True)
@@ -314,24 +320,21 @@ def summarize(out: Path) -> str:
     links = list(dict.fromkeys(r["link"] for r in rows))
     strategies = [s for s in STRATEGIES if any(k[2] == s for k in lat)]
     link_rows = {r["link"]: r for r in _read_rows(out / "links.csv")}
+    shared = {(r["model"], r["link"], r["strategy"]): r.get("shared_with") or r["strategy"] for r in rows}
     lines = ["| link | model | strategy | client vertices | upload kB | median ms | p90 ms | predicted ms | "
-             "median abs err | vs po | vs best lo/co | verified |",
+             "median abs err | vs po [95 % CI] | vs best lo/co [95 % CI] | verified |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for link in links:
         for model in models:
-            po = median(lat.get((model, link, "po"), []))
-            base = [median(lat[(model, link, s)]) for s in BASELINES if (model, link, s) in lat]
-            best = min(base) if base else float("nan")
-            for s in strategies:
+            point = {s: lat[(model, link, s)] for s in strategies if (model, link, s) in lat}
+            group = {s: shared[(model, link, s)] for s in point}
+            for s in point:
                 k = (model, link, s)
-                if k not in lat:
-                    continue
-                m = median(lat[k])
                 nv, nb, _ = plan_of[k]
-                same = s != "po" and plan_of.get((model, link, "po")) == plan_of[k]
-                lines.append(f"| {link} | {model} | {s}{' (= po plan)' if same else ''} | {nv} | {nb / 1e3:.1f} | "
-                             f"{m * 1e3:.1f} | {p90(lat[k]) * 1e3:.1f} | "
-                             f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {po / m:.2f}x | {best / m:.2f}x | "
+                lines.append(f"| {link} | {model} | {s}{_plan_label(s, group, plan_of, model, link)} | {nv} | "
+                             f"{nb / 1e3:.1f} | {median(point[s]) * 1e3:.1f} | {p90(point[s]) * 1e3:.1f} | "
+                             f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {_vs_po(s, point, group)} | "
+                             f"{_vs_best(s, point, group)} | "
                              f"{'yes' if verified[k] and not fell[k] else f'NO ({fell[k]} fallbacks)'} |")
     link_lines = ["| link | nominal Mbit/s | measured Mbit/s | shaper |", "|---|---:|---:|---|"]
     for link in links:
@@ -340,14 +343,69 @@ def summarize(out: Path) -> str:
             link_lines.append(f"| {link} | {float(lr['nominal_mbps']):.2f} | {float(lr['measured_mbps']):.2f} | {lr['shaper']} |")
     table = "\n".join(lines)
     text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n## Latency\n\n" + table + "\n"
-    text += ("\n'(= po plan)': the same client set and cut as po, so any difference from po is run-to-run "
-             "noise, not the schedule.\n")
+    text += "\n" + _TABLE_NOTE
     calib = _calibration(lat, rows, models, links)
     if calib:
         text += "\n## Client vs server compute (the slowdown factor)\n\n" + calib + "\n"
     (out / "summary.md").write_text(text)
     _plots(out, lat, pred, models, links, strategies)
     return text
+
+
+_TABLE_NOTE = """\
+'(= po plan)': the same client set, order, cut and codecs as po. Measured once and shared (runs.csv
+column `shared_with`), such a row's ratios are '= po' exactly; in older runs without that column it
+was measured on its own, so any difference from po is run-to-run noise, not the schedule.
+'vs po' is po's median over this strategy's, 'vs best lo/co' the smaller of the lo and co medians
+over it (> 1: this strategy is faster). In brackets the 95 % percentile-bootstrap interval of that
+ratio of medians, resampling the interleaved rounds (run i of every strategy of a point together,
+2000 resamples); 'n.s.' when the interval contains 1.0, i.e. the runs do not decide the difference.
+"""
+
+
+def _plan_label(s, group, plan_of, model, link) -> str:
+    """' (= po plan)' when ``s`` ran (or would run) po's plan, ' (= X plan)' when it shared X's."""
+    if s == "po":
+        return f" (= {group['po']} plan)" if group.get("po", "po") != "po" else ""
+    if "po" in group and group[s] == group["po"]:
+        return " (= po plan)"
+    if group[s] != s:
+        return f" (= {group[s]} plan)"
+    same_as_po = (model, link, "po") in plan_of and plan_of[(model, link, "po")] == plan_of[(model, link, s)]
+    return " (= po plan)" if same_as_po else ""  # runs.csv from before shared_with: measured apart
+
+
+def _ratio_cell(ratio: float, lo: float, hi: float) -> str:
+    return f"{ratio:.2f}x [{lo:.2f}, {hi:.2f}]{'' if excludes_one(lo, hi) else ' n.s.'}"
+
+
+def _vs_po(s, point, group) -> str:
+    """po's median over ``s``'s with its interval; '= po' when ``s`` shared po's runs."""
+    if "po" not in point:
+        return "-"
+    if s == "po":
+        return "ref"
+    if group[s] == group["po"]:
+        return "= po"
+    return _ratio_cell(*ratio_ci(point["po"], point[s]))
+
+
+def _vs_best(s, point, group) -> str:
+    """min(lo, co medians) over ``s``'s median, the minimum taken inside every resample."""
+    base = [b for b in BASELINES if b in point]
+    if not base:
+        return "-"
+    best = min(base, key=lambda b: median(point[b]))
+    if group[s] == group[best]:
+        return f"= {best}" if s != best else "ref"
+    arms = [point[b] for b in base] + [point[s]]
+    paired = len({len(a) for a in arms}) == 1
+
+    def stat(*xs):
+        return min(median(x) for x in xs[:-1]) / median(xs[-1])
+
+    lo, hi = bootstrap_groups_ci(arms, stat, paired=paired)
+    return _ratio_cell(stat(*arms), lo, hi)
 
 
 def _calibration(lat, rows, models, links) -> str:
