@@ -24,6 +24,7 @@ against bandwidth (1–100 Mbps, from the worker's profiles and link fit).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -58,7 +59,8 @@ class ExperimentConfig:
     strategies: tuple[str, ...] = STRATEGIES
     runs: int = 20
     out: Path = Path("docs/results")
-    client_cpu_share: float = 0.25  # cores, a cgroup quota (``--client-cpu``)
+    #: cores, a cgroup quota (``--client-cpu``); None: 0.25 on one machine, no quota in two-machine mode
+    client_cpu_share: float | None = None
     cpu_period_us: int = 10_000
     subnet: str = "10.77.0.0/30"
     shaper: str = "auto"
@@ -67,6 +69,9 @@ class ExperimentConfig:
     server_profile: str = "build"
     timeout_s: float = 120.0
     extra_server_args: tuple[str, ...] = field(default=())
+    server: str = ""  # HOST:PORT of a remote opss-server: two-machine mode (``--server``)
+    iface: str = ""  # the client's interface towards it, whose egress is shaped (``--iface``)
+    state_dir: Path = Path("/run/opss")  # what was changed, for ``--cleanup`` after a SIGKILL
 
 
 # --------------------------------------------------------------------------- the worker (client side)
@@ -182,11 +187,17 @@ def _say(msg: str) -> None:
 
 
 def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
-    """Run every (link, model) point not yet in ``runs.csv``; then summarize. Returns the out dir."""
+    """Run every (link, model) point not yet in ``runs.csv``; then summarize. Returns the out dir.
+
+    With ``cfg.server`` (two-machine mode) the client runs here against that
+    remote opss-server, shaping ``cfg.iface``; otherwise the namespace testbed
+    stands in for both machines."""
     from opss.link import link_from_spec
-    from opss.lab.testbed import CpuQuota, Testbed, TestbedConfig, require_root
+    from opss.lab.shaping import require_interface, require_root
 
     require_root("opss experiment")
+    if cfg.server:
+        require_interface(cfg.iface)
     for name in cfg.strategies:
         if name not in STRATEGIES:
             raise OpssError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {name!r}")
@@ -197,7 +208,7 @@ def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
     rates = {link: link_from_spec(link).b * 8 for link in cfg.links}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs_csv, links_csv, plans_csv = out / "runs.csv", out / "links.csv", out / "plans.csv"
+    runs_csv = out / "runs.csv"
     rows = _read_rows(runs_csv)
     todo = [(link, m) for link in cfg.links for m in cfg.models
             if not _done(rows, m, link, cfg.strategies, cfg.runs)]
@@ -207,39 +218,125 @@ def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
         return out
     say(f"opss experiment: {len(todo)} of {len(cfg.links) * len(cfg.models)} (link, model) points to run, "
         f"{cfg.runs} runs x {len(cfg.strategies)} strategies each; results append to {runs_csv}")
-    first_rate = rates[todo[0][0]]
-    with Testbed(TestbedConfig(rate_bps=first_rate, subnet=cfg.subnet, shaper=cfg.shaper)) as tb, \
-            CpuQuota(cfg.client_cpu_share, period_us=cfg.cpu_period_us) as quota:
-        say(f"testbed: server namespace {tb.ns} at {tb.server_ip}, client veth {tb.client_if} shaped by "
-            f"{tb.shaper}; client CPU quota {cfg.client_cpu_share:g} core, server pinned to core 1")
-        server_cmd = [*_pinned(1), sys.executable, "-m", "opss.server", "--host", tb.server_ip,
-                      "--port", str(cfg.port), "--models", ",".join(cfg.models), "--device", "cpu",
-                      "--profile", cfg.server_profile, "--log-level", "WARNING", *cfg.extra_server_args]
-        if cfg.small:
-            server_cmd.append("--small")
-        server = tb.spawn_server(server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        say(f"server: {_wait_for_server(server, cfg.timeout_s * 5)}")
-        current = None
+    with contextlib.ExitStack() as stack:
+        bed = stack.enter_context((_RemoteBed if cfg.server else _NamespaceBed)(cfg, rates[todo[0][0]], say))
         bar = _progress(len(todo))
+        current = None
         for link, model in todo:
             if link != current:
-                tb.set_rate(rates[link])
-                measured = tb.measure_uplink(nbytes=max(200_000, int(rates[link] / 8)), repeats=3)
                 current = link
-                _append(links_csv, ("link", "nominal_mbps", "measured_mbps", "shaper", "date"),
-                        {"link": link, "nominal_mbps": rates[link] / 1e6, "measured_mbps": measured / 1e6,
-                         "shaper": tb.shaper, "date": time.strftime("%Y-%m-%d %H:%M")})
-                say(f"link {link}: nominal {rates[link] / 1e6:.2f} Mbit/s, measured {measured / 1e6:.2f} Mbit/s "
-                    f"({tb.shaper})")
-            if server.poll() is not None:
-                raise OpssError(f"opss-server exited (status {server.returncode}) during the experiment")
-            _run_point(cfg, tb, quota, model, link, rates[link], runs_csv, plans_csv, bar)
-            if server.poll() is not None:
-                raise OpssError(f"opss-server exited (status {server.returncode}) while {model} ran at {link}: "
-                                "its runs fell back to local and are marked so in runs.csv")
+                bed.set_link(link, rates[link])
+            bed.check_server()
+            _run_point(cfg, bed, model, link, rates[link], bar)
+            bed.check_server(f" while {model} ran at {link}: its runs fell back to local and are marked so in runs.csv")
         bar.close()
     summarize(out)
     return out
+
+
+LINK_FIELDS = ("link", "nominal_mbps", "measured_mbps", "shaper", "date", "measured_by")
+
+
+def _link_row(out: Path, link: str, rate: float, measured: float, shaper: str, by: str, say) -> None:
+    _append(Path(out) / "links.csv", LINK_FIELDS,
+            {"link": link, "nominal_mbps": rate / 1e6, "measured_mbps": measured / 1e6, "shaper": shaper,
+             "date": time.strftime("%Y-%m-%d %H:%M"), "measured_by": by})
+    say(f"link {link}: nominal {rate / 1e6:.2f} Mbit/s, measured {measured / 1e6:.2f} Mbit/s ({shaper}, {by})")
+
+
+class _NamespaceBed:
+    """One machine: the server in a network namespace pinned to core 1, the client under a CPU quota."""
+
+    def __init__(self, cfg: ExperimentConfig, rate: float, say):
+        self.cfg, self.rate, self.say = cfg, rate, say
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        from opss.lab.testbed import CpuQuota, Testbed, TestbedConfig
+
+        cfg = self.cfg
+        with self.stack:
+            self.tb = tb = self.stack.enter_context(Testbed(TestbedConfig(
+                rate_bps=self.rate, subnet=cfg.subnet, shaper=cfg.shaper, state_dir=cfg.state_dir)))
+            share = cfg.client_cpu_share or 0.25
+            self.quota = self.stack.enter_context(CpuQuota(share, period_us=cfg.cpu_period_us,
+                                                           state_dir=cfg.state_dir))
+            self.say(f"testbed: server namespace {tb.ns} at {tb.server_ip}, client veth {tb.client_if} shaped by "
+                     f"{tb.shaper}; client CPU quota {share:g} core, server pinned to core 1")
+            server_cmd = [*_pinned(1), sys.executable, "-m", "opss.server", "--host", tb.server_ip,
+                          "--port", str(cfg.port), "--models", ",".join(cfg.models), "--device", "cpu",
+                          "--profile", cfg.server_profile, "--log-level", "WARNING", *cfg.extra_server_args]
+            if cfg.small:
+                server_cmd.append("--small")
+            self.server = tb.spawn_server(server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self.say(f"server: {_wait_for_server(self.server, cfg.timeout_s * 5)}")
+            self.address = f"{tb.server_ip}:{cfg.port}"
+            self.stack = self.stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+
+    def set_link(self, link: str, rate: float) -> None:
+        self.tb.set_rate(rate)
+        measured = self.tb.measure_uplink(nbytes=max(200_000, int(rate / 8)), repeats=3)
+        _link_row(self.cfg.out, link, rate, measured, self.tb.shaper, "tcp", self.say)
+
+    def on_meta(self, rec: dict) -> None:
+        pass  # the rate was measured by a TCP transfer into the namespace
+
+    def check_server(self, where: str = " during the experiment") -> None:
+        if self.server.poll() is not None:
+            raise OpssError(f"opss-server exited (status {self.server.returncode}){where}")
+
+
+class _RemoteBed:
+    """Two machines: this one is the client, ``cfg.server`` the remote opss-server; ``cfg.iface``'s
+    egress is shaped (restored on exit) and the rate is the one the worker's probe measured."""
+
+    def __init__(self, cfg: ExperimentConfig, rate: float, say):
+        self.cfg, self.rate, self.say = cfg, rate, say
+        self.stack = contextlib.ExitStack()
+        self.address = cfg.server
+        self.pending_link = None
+
+    def __enter__(self):
+        from opss.lab.shaping import ShapedInterface
+        from opss.lab.testbed import CpuQuota
+
+        cfg = self.cfg
+        with self.stack:
+            self.shaped = sh = self.stack.enter_context(
+                ShapedInterface(cfg.iface, self.rate, cfg.shaper, state_dir=cfg.state_dir))
+            for line in sh.restored:
+                self.say(f"opss experiment: {line}")
+            self.quota = None
+            if cfg.client_cpu_share:
+                self.quota = self.stack.enter_context(CpuQuota(cfg.client_cpu_share, period_us=cfg.cpu_period_us,
+                                                               state_dir=cfg.state_dir))
+            cpu = f"client CPU quota {cfg.client_cpu_share:g} core" if self.quota else "client CPU unlimited"
+            self.say(f"two-machine mode: server {cfg.server}, {cfg.iface} egress shaped by {sh.shaper}"
+                     f"{f' ({sh.note})' if sh.note else ''}; {cpu}")
+            self.stack = self.stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+        for line in self.shaped.restored[-1:]:
+            self.say(f"opss experiment: restored {line}")
+
+    def set_link(self, link: str, rate: float) -> None:
+        self.shaped.set_rate(rate)
+        self.pending_link = (link, rate)  # its rate comes from the first worker's probe
+
+    def on_meta(self, rec: dict) -> None:
+        if self.pending_link is not None:
+            link, rate = self.pending_link
+            _link_row(self.cfg.out, link, rate, rec["link_b"] * 8, self.shaped.shaper, "probe", self.say)
+            self.pending_link = None
+
+    def check_server(self, where: str = "") -> None:
+        pass  # a remote server's failures reach the worker, which reports them
 
 
 def _progress(total: int):
@@ -248,7 +345,8 @@ def _progress(total: int):
     return tqdm(total=total, desc="points", unit="pt", file=sys.stderr, dynamic_ncols=True)
 
 
-def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> None:
+def _run_point(cfg, bed, model, link, rate, bar) -> None:
+    runs_csv, plans_csv = Path(cfg.out) / "runs.csv", Path(cfg.out) / "plans.csv"
     # a partly done point is rerun whole: its earlier rows are dropped so medians use one session
     rows = [r for r in _read_rows(runs_csv) if not (r["model"] == model and r["link"] == link)]
     if runs_csv.exists():
@@ -256,12 +354,13 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
             w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-    args = {"model": model, "server": f"{tb.server_ip}:{cfg.port}", "strategies": list(cfg.strategies),
+    args = {"model": model, "server": bed.address, "strategies": list(cfg.strategies),
             "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s}
     cmd = [*_pinned(0), sys.executable, "-m", "opss.lab.experiment", "worker", json.dumps(args)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        quota.add(proc.pid)
+        if bed.quota is not None:
+            bed.quota.add(proc.pid)
         proc.stdin.write("go\n")
         proc.stdin.close()
         count = defaultdict(int)
@@ -269,6 +368,7 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
         for line in proc.stdout:
             rec = json.loads(line)
             if rec["kind"] == "meta":
+                bed.on_meta(rec)
                 for name, p in rec["plans"].items():
                     _append(plans_csv, PLAN_FIELDS,
                             {"model": model, "link": link, "strategy": name,
