@@ -40,6 +40,16 @@ def _share(text: str) -> float:
     return x
 
 
+def _gaps(text: str) -> tuple[float, ...]:
+    try:
+        gaps = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        gaps = ()
+    if not gaps or not all(1 <= g <= 1000 for g in gaps):
+        raise argparse.ArgumentTypeError(f"expected comma-separated gaps in [1, 1000] such as 5,20,50, got {text!r}")
+    return gaps
+
+
 def _host_port(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -83,6 +93,9 @@ def register(subparsers) -> None:
                    help="restore interfaces and remove namespaces left by an experiment that was killed (root)")
     p.add_argument("--port", type=int, default=50061, help="server port inside the namespace")
     p.add_argument("--small", action="store_true", help="small test inputs (a quick smoke run)")
+    p.add_argument("--client-slowdown", type=_gaps, default=None, metavar="X,Y,...",
+                   help="client/server gaps of the predicted speedup-vs-bandwidth sweep in summary.md "
+                        "(default 5,20,50)")
     p.add_argument("--summarize", action="store_true",
                    help="only rebuild summary.md and the plots from --out/runs.csv (no root needed)")
     p.set_defaults(func=run)
@@ -92,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from opss.lab.experiment import ExperimentConfig, run_experiment, summarize
 
     if args.summarize:
-        print(summarize(args.out))
+        print(summarize(args.out, args.client_slowdown))
         return 0
     if args.cleanup:
         from opss.lab.shaping import require_root, restore_stale
@@ -108,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
                            out=args.out, client_cpu_share=args.client_cpu, cpu_period_us=args.cpu_period_us,
                            subnet=args.subnet, shaper=args.shaper, port=args.port, small=args.small,
                            server=args.server or "", iface=args.iface, state_dir=args.state_dir)
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, gaps=args.client_slowdown)
     print((out / "summary.md").read_text())
     return 0

@@ -186,7 +186,7 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
+def run_experiment(cfg: ExperimentConfig, say=_say, gaps: tuple[float, ...] | None = None) -> Path:
     """Run every (link, model) point not yet in ``runs.csv``; then summarize. Returns the out dir.
 
     With ``cfg.server`` (two-machine mode) the client runs here against that
@@ -214,7 +214,7 @@ def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
             if not _done(rows, m, link, cfg.strategies, cfg.runs)]
     if not todo:
         say(f"opss experiment: every point is already in {runs_csv}; summarizing")
-        summarize(out)
+        summarize(out, gaps)
         return out
     say(f"opss experiment: {len(todo)} of {len(cfg.links) * len(cfg.models)} (link, model) points to run, "
         f"{cfg.runs} runs x {len(cfg.strategies)} strategies each; results append to {runs_csv}")
@@ -230,7 +230,7 @@ def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
             _run_point(cfg, bed, model, link, rates[link], bar)
             bed.check_server(f" while {model} ran at {link}: its runs fell back to local and are marked so in runs.csv")
         bar.close()
-    summarize(out)
+    summarize(out, gaps)
     return out
 
 
@@ -396,8 +396,13 @@ def _run_point(cfg, bed, model, link, rate, bar) -> None:
 # --------------------------------------------------------------------------- summary and plots
 
 
-def summarize(out: Path) -> str:
-    """Write summary.md and the plots from runs.csv (and plans.csv, links.csv); return the table."""
+def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
+    """Write summary.md and the plots from runs.csv (and plans.csv, links.csv); return the table.
+
+    ``gaps`` are the client/server gaps of the predicted sweep
+    (:mod:`opss.lab.gapsweep`; default :data:`opss.lab.gapsweep.GAPS`)."""
+    from opss.lab.gapsweep import GAPS, gap_sweep, gap_table
+
     out = Path(out)
     rows = _read_rows(out / "runs.csv")
     if not rows:
@@ -447,6 +452,10 @@ def summarize(out: Path) -> str:
     calib = _calibration(lat, rows, models, links)
     if calib:
         text += "\n## Client vs server compute (the slowdown factor)\n\n" + calib + "\n"
+    sweep = gap_sweep(out, models, SWEEP_MBPS, gaps or GAPS)
+    if sweep:
+        text += (f"\n## Predicted: the client/server gap as a dimension\n\n{_GAP_NOTE}\n"
+                 + gap_table(sweep) + "\n\n![gap sweep](experiment_gap_sweep.png)\n")
     (out / "summary.md").write_text(text)
     _plots(out, lat, pred, models, links, strategies)
     return text
@@ -460,6 +469,15 @@ was measured on its own, so any difference from po is run-to-run noise, not the 
 over it (> 1: this strategy is faster). In brackets the 95 % percentile-bootstrap interval of that
 ratio of medians, resampling the interleaved rounds (run i of every strategy of a point together,
 2000 resamples); 'n.s.' when the interval contains 1.0, i.e. the runs do not decide the difference.
+"""
+
+
+_GAP_NOTE = """\
+Planned, not measured (`gap_sweep.csv`, `experiment_gap_sweep.png`): each model's graph and the
+server's own profile from this experiment, the client made exactly `gap` times slower than the
+server on every vertex (`--client-slowdown`), a 2 ms per-message delay, raw float32 tensors. The
+winner is the least predicted latency, a tie within 1 % going to the simpler strategy
+(lo, co, po, opss, joint).
 """
 
 
