@@ -494,7 +494,9 @@ def _plan_label(s, group, plan_of, model, link) -> str:
 
 
 def _ratio_cell(ratio: float, lo: float, hi: float) -> str:
-    return f"{ratio:.2f}x [{lo:.2f}, {hi:.2f}]{'' if excludes_one(lo, hi) else ' n.s.'}"
+    real = excludes_one(lo, hi)
+    digits = 3 if real and f"{lo:.2f}" == "1.00" or real and f"{hi:.2f}" == "1.00" else 2  # 0.996 is not 1.00
+    return f"{ratio:.2f}x [{lo:.{digits}f}, {hi:.{digits}f}]{'' if real else ' n.s.'}"
 
 
 def _vs_po(s, point, group) -> str:

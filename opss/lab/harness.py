@@ -160,8 +160,9 @@ def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, se
 
 def _plan_key(plan: Any) -> tuple:
     """What decides what a plan runs: client set, client order, cut, each tensor's codec and, when
-    something is uploaded, whether the uploads overlap the compute (po's do not)."""
-    overlap = bool(plan.pipelined) if plan.cut_bytes else None
+    there is client work after the first upload could start, whether the uploads overlap it (po's do not)."""
+    alone_at_end = len(plan.cut) == 1 and tuple(plan.order[-1:]) == tuple(plan.cut)
+    overlap = bool(plan.pipelined) if plan.cut_bytes and not alone_at_end else None
     return (frozenset(plan.client), tuple(plan.order), tuple(plan.cut), tuple(sorted(plan.codecs.items())),
             overlap)
 
@@ -170,7 +171,8 @@ def same_plan_groups(arms: Mapping[str, tuple[Any, str]]) -> dict[str, str]:
     """``{arm: the first arm with the identical plan}`` for arms ``{label: (session, strategy)}``.
 
     Identical: the same session (so the same server, model, input and link
-    settings) and the same client set, order, cut, codecs and overlap; an arm that is
+    settings) and the same client set, order, cut, codecs and overlap (which only matters when
+    something is uploaded before the client's last vertex); an arm that is
     its own first maps to itself."""
     first: dict[tuple, str] = {}
     out = {}
