@@ -148,3 +148,29 @@ def test_server_killed_mid_experiment_leaves_nothing_behind(tmp_path):
     assert proc.returncode != 0, "".join(lines) + rest
     assert "Traceback" not in rest and "opss-server exited" in rest, rest
     assert not [x for x in leftovers() if str(proc.pid) in x], leftovers()
+
+
+@pytest.mark.root
+def test_sigkilled_namespace_run_is_cleaned_up_by_cleanup(tmp_path):
+    """A SIGKILLed driver cannot clean up; its state files let --cleanup remove namespace, veth and cgroup."""
+    state = tmp_path / "state"
+    proc = _experiment(tmp_path / "out", "--runs", "50", "--state-dir", str(state), "--subnet", "10.77.6.0/30",
+                       "--port", "50072")
+    deadline = time.monotonic() + 300
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "link 4g:" in line:
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    mine = [x for x in leftovers() if str(proc.pid) in x]
+    assert any(x.startswith("netns") for x in mine) and any(x.startswith("cgroup") for x in mine), mine
+    assert len(list(state.glob("*.json"))) == 2  # the testbed's and the cgroup's
+    proc.kill()
+    proc.wait()
+    assert [x for x in leftovers() if str(proc.pid) in x] == mine  # nothing restored itself
+    done = subprocess.run([sys.executable, "-m", "opss", "experiment", "--cleanup", "--state-dir", str(state)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "namespace" in done.stdout and "cgroup" in done.stdout, done
+    assert not [x for x in leftovers() if str(proc.pid) in x], leftovers()
+    assert not list(state.glob("*.json"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opss.cli._args import positive_int
+from opss.cli._args import host_port, positive_int
 from opss.errors import OpssError
 
 
@@ -50,13 +50,6 @@ def _gaps(text: str) -> tuple[float, ...]:
     return gaps
 
 
-def _host_port(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 192.168.1.20:50051, got {text!r}")
-    return text
-
-
 def register(subparsers) -> None:
     from opss.lab.experiment import DEFAULT_LINKS, DEFAULT_MODELS
     from opss.plan import STRATEGIES
@@ -84,7 +77,7 @@ def register(subparsers) -> None:
                    help="private /30 used only between the testbed's veth ends (default 10.77.0.0/30)")
     p.add_argument("--shaper", choices=("auto", "wondershaper", "tc"), default="auto",
                    help="auto: wondershaper in the syntax the installed one speaks, falling back to tc HTB (default)")
-    p.add_argument("--server", type=_host_port, default=None,
+    p.add_argument("--server", type=host_port, default=None,
                    help="HOST:PORT of a remote opss-server: two-machine mode (needs --iface)")
     p.add_argument("--iface", default="", help="with --server: the client's interface whose egress is shaped")
     p.add_argument("--state-dir", type=Path, default=Path("/run/opss"),
