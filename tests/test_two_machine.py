@@ -57,7 +57,10 @@ if [ $# -eq 0 ]; then
 fi
 if [ $# -eq 1 ]; then tc -s qdisc ls dev $1; tc -s class ls dev $1; exit; fi
 echo "$@" > "$(dirname "$0")/called"
+tc qdisc del dev $1 root 2> /dev/null > /dev/null
+tc qdisc del dev $1 ingress 2> /dev/null > /dev/null
 tc qdisc add dev $1 root handle 1: cbq avpkt 1000 bandwidth 10mbit
+tc qdisc add dev $1 handle ffff: ingress
 """
 
 
@@ -232,10 +235,27 @@ def test_debians_cbq_wondershaper_fails_and_auto_falls_back_to_tc(tmp_path, monk
         assert (bin_dir / "called").read_text().split() == [si.host_if, "10000000", "1000"]
         assert shaper == "tc-htb" and "1.1a" in note and "CBQ" in note, note
         assert root_qdisc(si.host_if)[0] == "htb"
+        assert not interface_state(si.host_if)["had_ingress"], "the failed run's ingress policer must go"
         from opss.lab.shaping import TestbedError
 
         with pytest.raises(TestbedError, match="use --shaper tc"):
             shape_uplink(si.host_if, 1e6, "wondershaper")
+
+
+@pytest.mark.root
+def test_a_non_default_root_qdisc_and_an_ingress_qdisc_are_put_back(tmp_path):
+    from opss.lab.shaping import ShapedInterface
+
+    with StandIn("q", 86) as si:
+        subprocess.run(["tc", "qdisc", "replace", "dev", si.host_if, "root", "handle", "7:", "pfifo_fast"], check=True)
+        subprocess.run(["tc", "qdisc", "add", "dev", si.host_if, "handle", "ffff:", "ingress"], check=True)
+        before = interface_state(si.host_if)
+        assert before["root_kind"] == "pfifo_fast" and before["had_ingress"]
+        with ShapedInterface(si.host_if, 2e6, "tc", state_dir=tmp_path):
+            assert root_qdisc(si.host_if)[0] == "htb" and interface_state(si.host_if)["gso_max_segs"] == 1
+        after = interface_state(si.host_if)
+        assert root_qdisc(si.host_if) == ("pfifo_fast", "7:") and after["had_ingress"]
+        assert after["gso_max_segs"] == before["gso_max_segs"]
 
 
 def _wait_for(proc, text: str, timeout: float = 300) -> str:

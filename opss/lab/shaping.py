@@ -21,7 +21,8 @@ shaped the link is reported (``wondershaper-htb``, ``wondershaper-cbq``,
 ``tc-htb``) with the reason of any fallback.
 
 :class:`ShapedInterface` saves the interface's state first (its root qdisc
-kind and handle, the full ``tc qdisc show`` text, ``gso_max_segs``) to a
+kind and handle, whether it had an ingress qdisc, the full ``tc qdisc show``
+text, ``gso_max_segs``) to a
 state file under ``/run/opss`` naming this process, then shapes; on exit —
 normal, an error, SIGTERM, SIGHUP or Ctrl-C — it deletes what it added,
 restores the root qdisc kind and the GSO setting, and removes the file. A
@@ -109,18 +110,25 @@ def _output(cmd: list[str]) -> str:
 
 def root_qdisc(iface: str, ns: str | None = None) -> tuple[str, str]:
     """``(kind, handle)`` of ``iface``'s root qdisc (``("", "")`` when there is none)."""
-    out = _run(["tc", "-j", "qdisc", "show", "dev", iface], check=False, ns=ns).stdout
-    try:
-        for q in json.loads(out or "[]"):
-            if q.get("root"):
-                return q.get("kind", ""), q.get("handle", "")
-    except json.JSONDecodeError:
-        pass
+    for q in _qdiscs(iface, ns):
+        if q.get("root"):
+            return q.get("kind", ""), q.get("handle", "")
     return "", ""
 
 
 def _shaping(iface: str) -> bool:
     return root_qdisc(iface)[0] in ("htb", "cbq", "tbf", "hfsc")
+
+
+def _has_ingress(iface: str) -> bool:
+    return any(q.get("kind") == "ingress" for q in _qdiscs(iface))
+
+
+def _qdiscs(iface: str, ns: str | None = None) -> list[dict]:
+    try:
+        return json.loads(_run(["tc", "-j", "qdisc", "show", "dev", iface], check=False, ns=ns).stdout or "[]")
+    except json.JSONDecodeError:
+        return []
 
 
 def shape_uplink(iface: str, rate_bps: float, shaper: str = "auto") -> tuple[str, str]:
@@ -134,6 +142,7 @@ def shape_uplink(iface: str, rate_bps: float, shaper: str = "auto") -> tuple[str
     note = ""
     if shaper in ("auto", "wondershaper"):
         syntax, why = wondershaper_syntax()
+        had_ingress = _has_ingress(iface)
         if syntax is not None:
             cmd = (["wondershaper", "-a", iface, "-u", str(kbit)] if syntax == "htb"
                    else ["wondershaper", iface, "10000000", str(kbit)])
@@ -143,7 +152,8 @@ def shape_uplink(iface: str, rate_bps: float, shaper: str = "auto") -> tuple[str
             last = ((proc.stderr or proc.stdout).strip().splitlines() or [f"exit {proc.returncode}"])[-1]
             why = f"{why} failed ({last[:100]})" + (": Linux >= 6.3 has no CBQ" if syntax == "cbq" else "")
             _run(["tc", "qdisc", "del", "dev", iface, "root"], check=False)
-            _run(["tc", "qdisc", "del", "dev", iface, "ingress"], check=False)
+            if not had_ingress:  # Debian's adds an ingress policer for the downlink
+                _run(["tc", "qdisc", "del", "dev", iface, "ingress"], check=False)
         if shaper == "wondershaper":
             raise TestbedError(f"--shaper wondershaper: {why}; use --shaper tc")
         note = f"{why}; shaped with tc"
@@ -179,7 +189,8 @@ def _gso_max_segs(iface: str) -> int | None:
 def interface_state(iface: str) -> dict:
     """What :class:`ShapedInterface` changes on ``iface``, as it is now."""
     kind, handle = root_qdisc(iface)
-    return {"iface": iface, "root_kind": kind, "root_handle": handle, "gso_max_segs": _gso_max_segs(iface),
+    return {"iface": iface, "root_kind": kind, "root_handle": handle, "had_ingress": _has_ingress(iface),
+            "gso_max_segs": _gso_max_segs(iface),
             "qdisc_show": _run(["tc", "qdisc", "show", "dev", iface], check=False).stdout}
 
 
@@ -215,7 +226,8 @@ def _restore(state: dict) -> str:
             done.append(f"{iface} is gone")
         else:
             _run(["tc", "qdisc", "del", "dev", iface, "root"], check=False)
-            _run(["tc", "qdisc", "del", "dev", iface, "ingress"], check=False)
+            if not state.get("had_ingress", False):
+                _run(["tc", "qdisc", "del", "dev", iface, "ingress"], check=False)
             kind, handle = state.get("root_kind", ""), state.get("root_handle", "")
             now = root_qdisc(iface)[0]
             if kind and now != kind and kind in _REBUILDABLE:
