@@ -270,19 +270,19 @@ def _wait_for(proc, text: str, timeout: float = 300) -> str:
 
 
 @pytest.mark.root
-def test_sigterm_restores_and_sigkill_is_restored_by_cleanup(tmp_path):
+def test_sigterm_and_ctrl_c_restore_and_sigkill_is_restored_by_cleanup(tmp_path):
     with StandIn("k", 84) as si:
         before = interface_state(si.host_if)["root_kind"]
         server = si.start_server()
         state = tmp_path / "state"
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
             proc = _experiment(si, server, tmp_path / f"out{sig}", state, "--runs", "50", "--shaper", "tc")
             said = _wait_for(proc, "link 4g:")  # shaped, probed: the runs have started
             assert _shaped(si.host_if) and len(list(state.glob("shaped-*.json"))) == 1, (sig, said)
             proc.send_signal(sig)
             rest, _ = proc.communicate(timeout=60)
             assert proc.returncode != 0
-            if sig == signal.SIGTERM:
+            if sig != signal.SIGKILL:  # SIGTERM and Ctrl-C unwind through the restore
                 assert "Traceback" not in rest and "interrupted" in rest, rest
                 assert not _shaped(si.host_if) and root_qdisc(si.host_if)[0] == before
                 assert not list(state.glob("*.json"))
