@@ -319,6 +319,21 @@ def test_the_next_run_restores_what_a_killed_one_left(tmp_path):
         assert root_qdisc(si.host_if)[0] == before["root_kind"] and not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.root
+def test_no_server_at_the_address_is_one_line_and_the_interface_is_restored(tmp_path):
+    with StandIn("u", 87) as si:
+        before = interface_state(si.host_if)["root_kind"]
+        proc = _experiment(si, f"{si.server_ip}:50051", tmp_path / "out", tmp_path / "state", "--runs", "1",
+                           "--shaper", "tc")
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 2, out
+        errors = [ln for ln in out.splitlines() if "error" in ln]  # the progress bar shares the stream
+        assert len(errors) == 1 and errors[0].startswith("opss experiment: error:"), out
+        assert f"no opss-server serving resnet18 answers at {si.server_ip}:50051" in errors[0], out
+        assert "Traceback" not in out and root_qdisc(si.host_if)[0] == before
+        assert not list((tmp_path / "state").glob("*.json")) and not (tmp_path / "out" / "runs.csv").exists()
+
+
 def test_refuses_a_missing_interface_and_non_root_in_one_line(tmp_path):
     def run(*args, root=True):
         pre = "" if root else "os.geteuid = lambda: 1000; "

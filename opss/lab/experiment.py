@@ -90,6 +90,9 @@ def worker_main(argv: list[str] | None = None) -> int:
                            link="auto", small=args["small"], fresh_profile=True, progress=False, threads=1,
                            timeout=args["timeout_s"])
     try:
+        if args.get("require_server") and session.server_info is None:
+            raise OpssError(f"no opss-server serving {args['model']} answers at {args['server']} "
+                            "(start it there with --host 0.0.0.0 --models ...)")
         groups = same_plan_groups({name: (session, name) for name in strategies})
         print(json.dumps(_meta(session, groups)), flush=True)
         measure_strategies(session, strategies, args["runs"], share_identical=True,
@@ -355,7 +358,7 @@ def _run_point(cfg, bed, model, link, rate, bar) -> None:
             w.writeheader()
             w.writerows(rows)
     args = {"model": model, "server": bed.address, "strategies": list(cfg.strategies),
-            "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s}
+            "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s, "require_server": bool(cfg.server)}
     cmd = [*_pinned(0), sys.executable, "-m", "opss.lab.experiment", "worker", json.dumps(args)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -653,5 +656,9 @@ def _sweep_plot(out: Path, models, lat, links) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        raise SystemExit(worker_main(sys.argv[2:]))
+        try:
+            raise SystemExit(worker_main(sys.argv[2:]))
+        except OpssError as exc:  # the driver reports the worker's last line
+            print(exc, file=sys.stderr)
+            raise SystemExit(2) from None
     raise SystemExit("usage: python -m opss.lab.experiment worker JSON (started by `opss experiment`)")
