@@ -245,6 +245,9 @@ def _link_row(out: Path, link: str, rate: float, measured: float, shaper: str, b
             {"link": link, "nominal_mbps": rate / 1e6, "measured_mbps": measured / 1e6, "shaper": shaper,
              "date": time.strftime("%Y-%m-%d %H:%M"), "measured_by": by})
     say(f"link {link}: nominal {rate / 1e6:.2f} Mbit/s, measured {measured / 1e6:.2f} Mbit/s ({shaper}, {by})")
+    if abs(measured - rate) > 0.15 * rate:
+        say(f"warning: link {link} measured {100 * (measured / rate - 1):+.0f} % off its nominal rate: another "
+            f"bottleneck on the path, or the {by} failed (see the worker's messages)")
 
 
 class _NamespaceBed:
