@@ -75,6 +75,7 @@ def _run(cmd: list[str], check: bool = True, ns: str | None = None) -> subproces
         raise TestbedError(f"`{' '.join(cmd)}` failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
     return proc
 
+
 SHAPERS = ("auto", "wondershaper", "tc")
 #: root qdiscs that ``tc qdisc replace dev IFACE root KIND`` can rebuild without parameters
 _REBUILDABLE = ("fq_codel", "pfifo_fast", "fq", "sfq", "cake", "pfifo", "bfifo", "mq", "noqueue")
