@@ -501,7 +501,9 @@ def _plan_label(s, group, plan_of, model, link) -> str:
 
 def _ratio_cell(ratio: float, lo: float, hi: float) -> str:
     real = excludes_one(lo, hi)
-    digits = 3 if real and f"{lo:.2f}" == "1.00" or real and f"{hi:.2f}" == "1.00" else 2  # 0.996 is not 1.00
+    digits = 2
+    while real and digits < 6 and 1.0 in (round(lo, digits), round(hi, digits)):
+        digits += 1  # an interval that excludes 1.0 never reads [0.95, 1.00]
     return f"{ratio:.2f}x [{lo:.{digits}f}, {hi:.{digits}f}]{'' if real else ' n.s.'}"
 
 
