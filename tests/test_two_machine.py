@@ -105,7 +105,8 @@ class StandIn:
         self.ns = f"opsstm{tag}{pid}"
         self.host_if = f"otm{tag}{pid}h"
         self.peer_if = f"otm{tag}{pid}p"
-        self.host_ip, self.server_ip = f"10.78.{subnet}.1", f"10.78.{subnet}.2"
+        # a /30 of its own per test (second octet) and per process (third): parallel runs never share one
+        self.host_ip, self.server_ip = f"10.{subnet}.{pid % 250}.1", f"10.{subnet}.{pid % 250}.2"
         self.server = None
 
     def __enter__(self):
