@@ -56,16 +56,16 @@ def format_table(results: dict, link_text: str) -> str:
             f"{r.get('wire_bytes', r['cut_bytes']) / 1e3:>11.1f}{codecs:>11}"
             f"{r['median_s'] * 1e3:>9.1f}ms{r['predicted_s'] * 1e3:>9.1f}ms"
             f"{err:>+7.1f}%{vs_po:>8}{vs_best:>15}{'ok' if r['verified'] else 'FAILED':>8}"
-            + (f"  (= {r['same_as']} plan, measured once)" if r.get("same_as") else "")
+            + (f"  (= {r['same_plan_as']} plan, measured once)" if r.get("same_plan_as") else "")
         )
     return "\n".join(lines)
 
 
 def verdict(results: dict, arm: str = "joint") -> str:
     """How ``arm`` compares with the best of lo/co and with the paper's partition-only,
-    as speedups from per-round ratios with 95 % bootstrap intervals ("n.s.": the
-    interval contains 1.0, the difference is not shown to be real)."""
-    from opss.stats import paired_ratio, ratio_text
+    as ratios of medians with 95 % bootstrap intervals over the interleaved rounds
+    ("n.s.": the interval contains 1.0, the difference is not shown to be real)."""
+    from opss.stats import best_ratio_ci, ratio_ci, ratio_text
 
     if arm not in results:
         return ""
@@ -73,12 +73,11 @@ def verdict(results: dict, arm: str = "joint") -> str:
     base = [results[s]["runs_s"] for s in results if s.partition("@")[0] in BASELINES]
     parts = []
     if base:
-        best = [min(xs) for xs in zip(*base)]
-        parts.append(f"vs the best of lo/co {ratio_text(*paired_ratio(best, mine))}")
+        parts.append(f"vs the best of lo/co {ratio_text(*best_ratio_ci(base, mine))}")
     po = "po@raw" if "po@raw" in results else "po"
     if po in results and po != arm:
-        parts.append(f"vs the paper's {po} {ratio_text(*paired_ratio(results[po]['runs_s'], mine))}")
-    return f"{arm} speedup (per round, median [95% CI]): " + "; ".join(parts) if parts else ""
+        parts.append(f"vs the paper's {po} {ratio_text(*ratio_ci(results[po]['runs_s'], mine))}")
+    return f"{arm} speedup (ratio of medians [95% CI]): " + "; ".join(parts) if parts else ""
 
 
 def _sayer(out: TextIO | None) -> Callable[[str], None]:
@@ -146,7 +145,7 @@ def run_demo(
         for name in strategies:
             say(session.describe_plan(name))
         results = measure_strategies(session, arms, runs, seed=seed, say=say, image=photo,
-                                     variants={"raw": raw} if raw is not None else None)
+                                     variants={"raw": raw} if raw is not None else None, share_identical=True)
         _report(say, results, f"{link} ({fixed.mbps:.2f} Mbps), {runs} runs each, medians", t_start)
         return results
     finally:
