@@ -390,7 +390,11 @@ class _GrpcCall:
             "reply_ready": tm.reply_s,
             "bytes_in": float(tm.bytes_in),
             "decode": tm.decode_s,
+            "batch_size": float(tm.batch_size or 1),
         }
+        if reply.HasField("load"):  # the replica's recent load on this model (this call included)
+            server["load_queue"] = reply.load.queue_s
+            server["load_compute"] = reply.load.compute_s
         if tm.tensors:
             # seconds after the server received the open message (TensorArrival in the proto)
             server["arrivals"] = {
