@@ -23,8 +23,9 @@ tensor's time on the link, ending when the server got its last byte:
 :func:`link_samples`) to a :class:`opss.link.LinkEstimator` and, when the
 bandwidth drifted beyond the threshold, re-plans before the next run and
 says so. Load-aware: the server's recent queue wait (in ListModels and every
-reply) is the expected wait folded into the server term of every offloading
-plan (``server_wait``); when it moves by more than the drift threshold of the
+reply; the mean of the last :data:`WAIT_SAMPLES` replies, pooled over replicas)
+is the expected wait folded into the server term of every offloading plan
+(``server_wait``); when it moves by more than the drift threshold of the
 plan's predicted total (and at least :data:`MIN_WAIT_CHANGE_S`) the session
 re-plans and says so. While a plan runs locally because of that wait, the
 session asks ListModels again every :data:`LOAD_REFRESH_S` to see the load go. Server faults never raise: the run finishes locally, and the
@@ -33,6 +34,7 @@ server is tried again after an exponential back-off.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import math
@@ -69,6 +71,10 @@ MIN_WAIT_CHANGE_S = 0.005
 
 #: While the plan runs locally because of the server's wait: ListModels every this many seconds.
 LOAD_REFRESH_S = 2.0
+
+#: The expected wait is the mean of the waits the last this many replies reported (pooled: under
+#: round robin they come from different replicas).
+WAIT_SAMPLES = 4
 
 
 def link_samples(tl: Any, c: float = 0.0, min_bytes: int = MIN_SAMPLE_BYTES) -> list[tuple[int, float]]:
@@ -308,6 +314,7 @@ class ClientSession:
         self.server_info = None
         #: the server's expected queue wait the plans were made with (seconds)
         self.server_wait = 0.0
+        self._waits: collections.deque[float] = collections.deque(maxlen=WAIT_SAMPLES)
         self._load_checked = time.monotonic()
         self.server_profile = server_profile
         self.strategies = tuple(dict.fromkeys((cfg.strategy, *cfg.also_plan)))
@@ -653,7 +660,8 @@ class ClientSession:
         if tl.where == "cooperative":
             notes.extend(self._follow_link(tl))
             if "load_queue" in tl.server:
-                notes.extend(self._follow_load(float(tl.server["load_queue"])))
+                self._waits.append(max(0.0, float(tl.server["load_queue"])))
+                notes.extend(self._follow_load(sum(self._waits) / len(self._waits)))
         verr, vok, vrel, vtol = self._verify(x, result, ex) if verify else (None, None, None, None)
         return RunReport(index=index, result=result, strategy=ex.strategy, predicted=predicted,
                          top5=topk(result.output, 5), verify_error=verr, verify_ok=vok, notes=tuple(notes),
@@ -701,7 +709,11 @@ class ClientSession:
             return []
         info = next((m for m in reply.models if m.name == self.config.model), None)
         wait = _reported_wait(info)
-        return [] if wait is None else self._follow_load(wait, " (ListModels)")
+        if wait is None:
+            return []
+        self._waits.clear()  # the replies' waits are older than this
+        self._waits.append(wait)
+        return self._follow_load(wait, " (ListModels)")
 
     def _verify(self, x: Any, result: Any, ex: Execution) -> tuple[float, bool, float, float]:
         """``(max |coop - local|, ok, relative error, tolerance)`` against the local full model."""
