@@ -218,12 +218,16 @@ def bench_kill(args, work: Workload) -> dict:
 
 
 def _ratios(rows: list[dict], clients: int) -> list[str]:
-    at = {r["config"]: r for r in rows if r["clients"] == clients}
+    """Throughput and p99 of each compared pair at ``clients``; a configuration given several
+    times (alternating runs on a shared machine) is paired run by run."""
+    at: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["clients"] == clients:
+            at.setdefault(r["config"], []).append(r)
     out = []
     for a, b, what in (("1x-on", "1x-off", "batching"), ("3x-off", "1x-off", "3 replicas"),
                        ("3x-on", "1x-on", "3 replicas, batching on")):
-        if a in at and b in at:
-            x, y = at[a], at[b]
+        for x, y in zip(at.get(a, []), at.get(b, [])):
             out.append(f"{what}: {x['req_per_s'] / y['req_per_s']:.2f}x throughput at {clients} "
                        f"clients ({x['req_per_s']:.1f} vs {y['req_per_s']:.1f} req/s), p99 "
                        f"{x['p99_ms']:.0f} vs {y['p99_ms']:.0f} ms")
