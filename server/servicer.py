@@ -55,8 +55,8 @@ from opss.errors import (
 from opss.v1 import opss_pb2
 from opss.wire import WIRE_DTYPES, Reassembler, chunk_from_proto, dtype_from_proto, tensor_to_proto
 
-from .batching import BatchJob, DynamicBatcher
 from .admission import RETRY_PUSHBACK_KEY, Admission, Busy, ClientGone, Slot, peer_host
+from .batching import BatchJob, DynamicBatcher
 from .config import ServerConfig
 from .limits import bound_detail, check_identifier, check_identifiers, escape
 from .metrics import LoadTracker, RecentLoad, ServerMetrics

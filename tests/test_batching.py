@@ -154,19 +154,44 @@ def test_batched_replies_equal_each_request_run_alone(stub, name: str) -> None:
     assert max(r.timings.batch_size for r in replies) >= 2
 
 
-def test_different_partitions_never_share_a_batch(stub) -> None:
-    model, graph = _graph("resnet18")
-    fp = models.fingerprint(model)
-    parts = [split(graph, set(graph.ids[:k])) for k in (3, 9)]
-    calls, which = [], []
-    for i, s in enumerate(parts):
-        for x in _inputs("resnet18", 3, 40 + 10 * i):
-            out = s.client.run(x)
-            calls.append(("resnet18", fp, [(c, out[c]) for c in s.cut], sorted(s.client_set)))
-            which.append(i)
-    replies = _call_all(stub, calls)
-    # 6 calls arrived within the queue delay and max_batch is 8: mixing would give batches of 6
+def test_different_partitions_never_share_a_batch() -> None:
+    # a queue delay long enough that all six calls surely wait together, and room for all six
+    config = ServerConfig(models=("resnet18",), small=True, device="cpu", max_inflight=8,
+                          max_inflight_per_peer=8, max_workers=16, warmup_runs=1, max_batch=8,
+                          max_queue_delay_s=1.0)
+    handle = build_server(config)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = opss_pb2_grpc.OpssStub(channel)
+            model, graph = _graph("resnet18")
+            fp = models.fingerprint(model)
+            calls, refs = [], []
+            for i, k in enumerate((3, 9)):
+                s = split(graph, set(graph.ids[:k]))
+                for x in _inputs("resnet18", 3, 40 + 10 * i):
+                    out = s.client.run(x)
+                    calls.append(("resnet18", fp, [(c, out[c]) for c in s.cut], sorted(s.client_set)))
+                    with torch.no_grad():
+                        refs.append(model(x))
+            replies = _call_all(stub, calls)
+    finally:
+        handle.stop(0).wait()
+    # mixing would give batches of 6; each partition's three calls form their own batch
     assert [r.timings.batch_size for r in replies] == [3] * 6
+    for reply, ref in zip(replies, refs):
+        torch.testing.assert_close(tensor_from_proto(reply.output), ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_run_batch_on_cuda_equals_each_request_alone() -> None:
+    model, _ = _graph("resnet18")
+    graph = capture(model.cuda(), models.example_input("resnet18", small=True).cuda(),
+                    name="resnet18")
+    assert batch_refusal(graph) is None
+    s = split(graph, _random_partition(graph, 5))
+    requests = [s.client.run(x.cuda()) for x in _inputs("resnet18", 4, 60)]
+    for req, out in zip(requests, s.server.run_batch(requests)):
+        torch.testing.assert_close(out, s.server.run(req), rtol=1e-4, atol=1e-4)
 
 
 def test_a_batch_waits_at_most_the_queue_delay(stub) -> None:
@@ -182,7 +207,7 @@ def test_a_batch_waits_at_most_the_queue_delay(stub) -> None:
     t = reply.timings
     # alone, it waits the whole delay for company, and no longer
     assert t.batch_size == 1
-    assert DELAY_S - 0.01 <= t.batch_wait_s <= DELAY_S + 0.05
+    assert DELAY_S - 0.01 <= t.batch_wait_s <= DELAY_S + 0.1  # + a thread's wake-up on 2 busy cores
     assert t.queue_s >= t.batch_wait_s
     assert took <= DELAY_S + t.compute_s + 0.5
     with torch.no_grad():

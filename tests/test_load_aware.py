@@ -14,7 +14,6 @@ import time
 
 import grpc
 import pytest
-import torch
 
 from opss import models
 from opss.client.session import ClientConfig, ClientSession
