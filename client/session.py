@@ -27,7 +27,7 @@ reply; the mean of the last :data:`WAIT_SAMPLES` replies, pooled over replicas)
 is the expected wait folded into the server term of every offloading plan
 (``server_wait``); when it moves by more than the drift threshold of the
 plan's predicted total (and at least :data:`MIN_WAIT_CHANGE_S`) the session
-re-plans and says so. While a plan runs locally because of that wait, the
+re-plans (at most once per :data:`LOAD_REPLAN_INTERVAL_S`) and says so. While a plan runs locally because of that wait, the
 session asks ListModels again every :data:`LOAD_REFRESH_S` to see the load go. Server faults never raise: the run finishes locally, and the
 server is tried again after an exponential back-off.
 """
@@ -71,6 +71,9 @@ MIN_WAIT_CHANGE_S = 0.005
 
 #: While the plan runs locally because of the server's wait: ListModels every this many seconds.
 LOAD_REFRESH_S = 2.0
+
+#: At most one load re-plan per this many seconds (a noisy wait must not re-plan every run).
+LOAD_REPLAN_INTERVAL_S = 1.0
 
 #: The expected wait is the mean of the waits the last this many replies reported (pooled: under
 #: round robin they come from different replicas).
@@ -316,6 +319,7 @@ class ClientSession:
         self.server_wait = 0.0
         self._waits: collections.deque[float] = collections.deque(maxlen=WAIT_SAMPLES)
         self._load_checked = time.monotonic()
+        self._load_replanned = -math.inf
         self.server_profile = server_profile
         self.strategies = tuple(dict.fromkeys((cfg.strategy, *cfg.also_plan)))
         self.strategy = cfg.strategy
@@ -688,6 +692,9 @@ class ClientSession:
         change = abs(wait - self.server_wait)
         if change <= max(MIN_WAIT_CHANGE_S, self.config.drift_threshold * self.plan.predicted.total):
             return []
+        if time.monotonic() - self._load_replanned < LOAD_REPLAN_INTERVAL_S:
+            return []
+        self._load_replanned = time.monotonic()
         old, old_cut = self.server_wait, self.plan.cut
         self.server_wait = wait
         self._replan(self.link)
@@ -703,6 +710,7 @@ class ClientSession:
                 or self.backoff.waiting() > 0):
             return []
         self._load_checked = time.monotonic()
+        self._load_replanned = -math.inf
         try:
             reply = lister(timeout=min(5.0, self.config.timeout))
         except CallFailed:
