@@ -27,9 +27,11 @@ reply; the mean of the last :data:`WAIT_SAMPLES` replies, pooled over replicas)
 is the expected wait folded into the server term of every offloading plan
 (``server_wait``); when it moves by more than the drift threshold of the
 plan's predicted total (and at least :data:`MIN_WAIT_CHANGE_S`) the session
-re-plans (at most once per :data:`LOAD_REPLAN_INTERVAL_S`) and says so. While a plan runs locally because of that wait, the
-session asks ListModels again every :data:`LOAD_REFRESH_S` to see the load go. Server faults never raise: the run finishes locally, and the
-server is tried again after an exponential back-off.
+re-plans (at most once per :data:`LOAD_REPLAN_INTERVAL_S`) and says so. While
+a plan runs locally because of that wait, the session asks ListModels again
+every :data:`LOAD_REFRESH_S` to see the load go. Server faults never raise:
+the run finishes locally, and the server is tried again after an exponential
+back-off.
 """
 
 from __future__ import annotations

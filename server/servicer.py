@@ -398,7 +398,8 @@ class InferenceServicer:
         # the image forms of the input only when the client named the preprocessing it used
         image_inputs = (part.graph.input_id,) if op.preprocess else ()
         reassembler = Reassembler(part.inputs, wire, image_inputs=image_inputs)
-        if self.batcher is not None and self.store.get(op.model).batch_refusal is None:
+        if (self.batcher is not None and part.vertices
+                and self.store.get(op.model).batch_refusal is None):
             worker = _BatchedCompute(self.batcher, (op.model, granularity, part.vertices), part,
                                      op.model, t0, call, reader)
         else:
