@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from opss.cli._args import OneLineParser, add_wire_arguments, host_port, positive_int, slowdown
+from opss.cli._args import OneLineParser, add_wire_arguments, positive_int, slowdown
 from opss.errors import OpssError
 from opss.plan import STRATEGIES
 from opss.stats import median, p90
@@ -38,6 +38,15 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(x) and x > 0):
         raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
     return x
+
+
+def _server(text: str) -> str:
+    from opss.client.grpc_transport import check_target
+
+    try:
+        return check_target(text)
+    except OpssError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("server: ")) from None
 
 
 def _link_spec(text: str) -> str:
@@ -69,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         "while their outputs upload, the server finishes.",
     )
     p.add_argument("--model", required=True, help="zoo model name or package.module:factory")
-    p.add_argument("--server", type=host_port, metavar="HOST:PORT",
-                   help="opss-server address (required, except with --strategy lo)")
+    p.add_argument("--server", type=_server, metavar="HOST:PORT",
+                   help="opss-server address, or any gRPC target naming replicas (dns:///HOST:PORT, "
+                        "ipv4:ADDR:PORT,ADDR:PORT): calls go round robin over the healthy ones "
+                        "(required, except with --strategy lo)")
     p.add_argument("--strategy", choices=STRATEGIES, default="opss",
                    help="lo local only, co cloud only, po partition only (no overlap), "
                    "opss po's cut pipelined, joint cut and order together (default opss)")
