@@ -259,12 +259,14 @@ def test_the_grpc_call_opens_with_the_cut_and_the_server_checks_it(server):
             call = transport.open(CallHeader(request_id=f"cut-{ok}", model="resnet18",
                                              fingerprint=models.fingerprint(model), client_set=("x",), cut=cut,
                                              wire_dtype="float32"), timeout=60)
-            for chunk in call.chunks("x", x):
-                call.push(chunk)
             if ok:
+                for chunk in call.chunks("x", x):
+                    call.push(chunk)
                 torch.testing.assert_close(call.finish().output, model(x))
-            else:
+            else:  # refused as soon as the header is read: at a later push or at the finish
                 with pytest.raises(CallFailed, match="cut mismatch"):
+                    for chunk in call.chunks("x", x):
+                        call.push(chunk)
                     call.finish()
     finally:
         transport.close()

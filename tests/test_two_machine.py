@@ -282,7 +282,7 @@ def test_sigterm_and_ctrl_c_restore_and_sigkill_is_restored_by_cleanup(tmp_path)
             assert _shaped(si.host_if) and len(list(state.glob("shaped-*.json"))) == 1, (sig, said)
             proc.send_signal(sig)
             rest, _ = proc.communicate(timeout=60)
-            assert proc.returncode != 0
+            assert proc.returncode != 0, (sig, said[-1500:], rest[-1500:])
             if sig != signal.SIGKILL:  # SIGTERM and Ctrl-C unwind through the restore
                 assert "Traceback" not in rest and "interrupted" in rest, rest
                 assert not _shaped(si.host_if) and root_qdisc(si.host_if)[0] == before
