@@ -141,9 +141,11 @@ class ClientConfig:
     pace: bool = False
     #: what may cross the link (opss.codec.parse_codecs), the lossy error budget, and the
     #: size of the image file when the input is a photo (enables its uint8 / file forms)
+    #: and its preprocessing seconds measured on that file (opss.wirecosts.image_decode_seconds)
     codecs: str = "lossless"
     max_error: float | None = None
     image_bytes: int | None = None
+    image_decode_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "also_plan", tuple(self.also_plan))
@@ -540,7 +542,7 @@ class ClientSession:
 
             cfg = self.config
             self._wire = wire_options(self.graph, cfg.codecs, max_error=cfg.max_error, image_bytes=cfg.image_bytes,
-                                      progress=cfg.progress, stream=self.err,
+                                      image_decode_s=cfg.image_decode_s, progress=cfg.progress, stream=self.err,
                                       store=not (cfg.small or cfg.fresh_profile))
         return self._wire
 

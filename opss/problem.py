@@ -185,6 +185,8 @@ class PlanningProblem:
     codecs: tuple[str, ...] = ("raw",)
     max_error: float | None = None
     image_bytes: int | None = None
+    #: the image file's preprocessing seconds on the server, measured on that file (None: the table's)
+    image_decode_s: float | None = None
     #: expected seconds a call waits on the server before its compute (the server's recent
     #: queue wait under load): added to the server term of every plan that offloads
     server_wait: float = 0.0
@@ -195,7 +197,7 @@ class PlanningProblem:
               sched_opts: Mapping[str, Any] | None = None, server_wait: float = 0.0,
               **wire: Any) -> PlanningProblem:
         """From a PlanGraph (or a LayerGraph) and two profiles (or mappings id -> seconds);
-        ``wire`` holds ``codec_table``, ``codecs``, ``max_error``, ``image_bytes``;
+        ``wire`` holds ``codec_table``, ``codecs``, ``max_error``, ``image_bytes``, ``image_decode_s``;
         ``server_wait`` is the expected queue wait on the server (seconds)."""
         if not isinstance(graph, PlanGraph):
             graph = PlanGraph.from_layer_graph(graph)
@@ -221,7 +223,8 @@ class PlanningProblem:
         allowed = frozenset(self.codecs)
         return {v: table.choose(v, graph.nbytes[v], allowed, self.link, client_slowdown=self.client_slowdown,
                                 max_error=self.max_error,
-                                file_bytes=self.image_bytes if v == graph.input_id else None)
+                                file_bytes=self.image_bytes if v == graph.input_id else None,
+                                file_decode_s=self.image_decode_s if v == graph.input_id else None)
                 for v in graph.ids}
 
     @cached_property

@@ -43,7 +43,8 @@ from typing import Any
 from opss.errors import OpssError, ProfileError
 
 __all__ = ["CodecCost", "CodecTable", "WireChoice", "codec_table_path", "load_or_build_codec_table",
-           "measure_codec_table", "vertex_outputs", "wire_options"]
+           "image_decode_seconds", "measure_codec_table", "vertex_outputs",
+           "wire_options"]
 
 FORMAT = "opss-codecs/1"
 
@@ -94,11 +95,13 @@ class CodecTable:
 
     def choose(self, vertex: str, nbytes: int, allowed: Iterable[str], link: Any, *,
                client_slowdown: float = 1.0, max_error: float | None = None,
-               file_bytes: int | None = None) -> WireChoice:
+               file_bytes: int | None = None, file_decode_s: float | None = None) -> WireChoice:
         """The allowed codec with the least predicted ``encode + link.g(wire) + decode`` for
         ``vertex``'s output of ``nbytes`` (raw is always a candidate). A lossy codec is
         allowed only with a measured output error <= ``max_error``. ``file_bytes`` is the
-        size of the image file when the input comes from one (the ``file`` form)."""
+        size of the image file when the input comes from one (the ``file`` form) and
+        ``file_decode_s`` its preprocessing time when measured on that very file
+        (:func:`image_decode_seconds`; else the table's, from the sample photos)."""
         from opss.codec import CODECS
 
         best = WireChoice(vertex, "raw", nbytes, nbytes)
@@ -115,9 +118,10 @@ class CodecTable:
             else:
                 wire = int(math.ceil(cost.ratio * nbytes))
             enc = cost.encode_s * client_slowdown
-            t = enc + link.g(wire) + cost.decode_s
+            dec = file_decode_s if name == "file" and file_decode_s is not None else cost.decode_s
+            t = enc + link.g(wire) + dec
             if t < best_t - 1e-15:
-                best, best_t = WireChoice(vertex, name, nbytes, wire, enc, cost.decode_s), t
+                best, best_t = WireChoice(vertex, name, nbytes, wire, enc, dec), t
         return best
 
     def to_json(self) -> dict[str, Any]:
@@ -208,6 +212,18 @@ def _tensor_costs(array: Any, codecs: Sequence[str], repeats: int) -> dict[str, 
         _, dec_s = _timed(lambda: cd.decode(enc), repeats)
         out[name] = (len(enc.payload) / raw, enc_s, dec_s)
     return out
+
+
+def image_decode_seconds(image: bytes, shape: Sequence[int], repeats: int = 3) -> float:
+    """Median seconds of :func:`opss.preprocess.image_tensor` on this image file (decode,
+    resize, crop, normalize: what the server does with the ``file`` form), after one
+    warm-up call. The codec table's figure is the sample photos' (some are large PNGs:
+    20 ms against 4.5 ms for the 61 kB sample JPEG), so a client that has its image
+    measures it (a few milliseconds, once)."""
+    from opss import preprocess
+
+    preprocess.image_tensor(image, tuple(shape))  # the first call pays the decoder's set-up
+    return _timed(lambda: preprocess.image_tensor(image, tuple(shape)), repeats)[1]
 
 
 def _input_form_costs(image: bytes, shape: Sequence[int], repeats: int) -> dict[str, tuple[float, float, float]]:
@@ -342,15 +358,16 @@ def load_or_build_codec_table(graph: Any, *, tag: str, root: str | os.PathLike |
 
 
 def wire_options(graph: Any, codecs: str | Sequence[str] = "lossless", *, max_error: float | None = None,
-                 image_bytes: int | None = None, root: str | os.PathLike | None = None,
-                 build_missing: bool = True, progress: bool = True, stream: Any = None,
-                 store: bool = True) -> dict[str, Any]:
+                 image_bytes: int | None = None, image_decode_s: float | None = None,
+                 root: str | os.PathLike | None = None, build_missing: bool = True, progress: bool = True,
+                 stream: Any = None, store: bool = True) -> dict[str, Any]:
     """What :func:`opss.plan.plan_all` needs to plan the bytes on the wire (its ``wire=``).
 
     ``graph`` is the layer LayerGraph; ``codecs`` a :func:`opss.codec.parse_codecs` spec
     or names; ``image_bytes`` the size of the image file when the input comes from one
     (without it the image forms ``uint8`` and ``file`` are left out: there is no image to
-    send). The codec table is this client's (:func:`load_or_build_codec_table`; measured
+    send) and ``image_decode_s`` its measured preprocessing time
+    (:func:`image_decode_seconds`). The codec table is this client's (:func:`load_or_build_codec_table`; measured
     with the lossy errors only when ``max_error`` admits lossy codecs).
     """
     from opss.codec import CODECS, parse_codecs
@@ -368,4 +385,5 @@ def wire_options(graph: Any, codecs: str | Sequence[str] = "lossless", *, max_er
     tag = device_settings("client")[2]
     table = load_or_build_codec_table(graph, tag=tag, root=root, errors=lossy and max_error is not None,
                                       build_missing=build_missing, progress=progress, stream=stream, store=store)
-    return {"codec_table": table, "codecs": names, "max_error": max_error, "image_bytes": image_bytes}
+    return {"codec_table": table, "codecs": names, "max_error": max_error, "image_bytes": image_bytes,
+            "image_decode_s": image_decode_s if image_bytes is not None else None}

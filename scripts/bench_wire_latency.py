@@ -38,7 +38,8 @@ LINKS = ("3g", "4g", "wifi")
 ARMS = ("lo", "co@raw", "co", "po@raw", "joint@raw", "joint")
 
 
-def predicted_rows(models: list[str], links, slowdown: float, photo_bytes: int) -> list[dict]:
+def predicted_rows(models: list[str], links, slowdown: float, photo_bytes: int,
+                   photo_decode_s: float | None = None) -> list[dict]:
     from opss.link import link_from_spec
     from opss.plan import STRATEGIES, plan_model
     from opss.profile import capture_model
@@ -51,10 +52,12 @@ def predicted_rows(models: list[str], links, slowdown: float, photo_bytes: int) 
             link = link_from_spec(link_name)
             for inp in ("photo", "tensor"):
                 image_bytes = photo_bytes if inp == "photo" else None
+                decode_s = photo_decode_s if inp == "photo" else None
                 per = {}
                 for label, spec, err in (("raw", "raw", None), ("lossless", "lossless", None),
                                          ("lossy", "all", 0.01)):
-                    wire = wire_options(lg, spec, max_error=err, image_bytes=image_bytes, progress=False,
+                    wire = wire_options(lg, spec, max_error=err, image_bytes=image_bytes, image_decode_s=decode_s,
+                                        progress=False,
                                         build_missing=False)  # the committed tables
                     _, plans = plan_model(model, link, STRATEGIES, client_slowdown=slowdown, layer_graph=lg,
                                           wire=wire, progress=False)
@@ -76,6 +79,7 @@ def measure(model: str, link_name: str, runs: int, slowdown: float, photo, *, te
 
     from opss.lab.harness import measure_strategies, open_session, open_variant, start_server
     from opss.link import link_from_spec
+    from opss.wirecosts import image_decode_seconds
 
     link = link_from_spec(link_name)
     server = start_server(model)
@@ -84,7 +88,8 @@ def measure(model: str, link_name: str, runs: int, slowdown: float, photo, *, te
         common = dict(model=model, server=f"127.0.0.1:{server.port}", link=link_name, throttle=link.b,
                       client_slowdown=slowdown, pace=True, progress=False)
         arms = list(ARMS)
-        s = open_session(arms, out=None, image_bytes=len(photo[1].data), **common)
+        s = open_session(arms, out=None, image_bytes=len(photo[1].data),
+                         image_decode_s=image_decode_seconds(photo[1].data, (1, 3, 224, 224)), **common)
         raw = open_variant(s, ("co", "po", "joint"), codecs="raw")
         sessions += [s, raw]
         variants = {"raw": raw}
@@ -174,6 +179,7 @@ def _plot(pred: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     from opss import models as zoo
     from opss.lab.harness import sample_input
+    from opss.wirecosts import image_decode_seconds
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="all")
@@ -189,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     links = args.links.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     photo = sample_input((1, 3, 224, 224))
-    pred = predicted_rows(models, links, args.client_slowdown, len(photo[1].data))
+    pred = predicted_rows(models, links, args.client_slowdown, len(photo[1].data),
+                          image_decode_seconds(photo[1].data, (1, 3, 224, 224)))
     _bench.write_csv(args.out / "bench_wire_latency.predicted.csv", pred)
     md = ["## Predicted (ms, client 10x; photo = the 61 kB sample JPEG)", "",
           _bench.markdown(pred, list(pred[0]))]

@@ -108,6 +108,27 @@ def test_file_form_only_with_a_file_and_chosen_for_co_when_smaller():
         assert co.total == pytest.approx(small / link.b + 0.01 + sum(s.values()) + nbytes[graph.output_id])
 
 
+def test_the_file_forms_decode_is_the_one_measured_on_the_image_sent():
+    from opss.lab.harness import sample_input
+    from opss.wirecosts import image_decode_seconds
+
+    rng = random.Random(6)
+    graph, f, s = random_graph(5, 5)
+    costs = {v: dict(c) for v, c in random_table(graph, rng).costs.items()}
+    costs[graph.input_id]["file"] = CodecCost(0.05, 0.0, 0.02)  # the sample photos' figure
+    table = CodecTable("random", "test", costs)
+    link = LinkModel(c=0.0, b=1.0)
+    small = max(1, graph.nbytes[graph.input_id] // 10)
+    wire = {"codec_table": table, "codecs": ("raw", "file"), "image_bytes": small}
+    measured = image_decode_seconds(sample_input((1, 3, 224, 224))[1].data, (1, 3, 224, 224))
+    assert 0 < measured < 1.0
+    table_co = plan_all(graph, f, s, link, ["co"], wire=wire)["co"]
+    own_co = plan_all(graph, f, s, link, ["co"], wire={**wire, "image_decode_s": measured})["co"]
+    assert [(w.codec, w.decode_s) for w in own_co.wire] == [("file", measured)]
+    # the decode delays the input's arrival at the server: the total moves by the difference
+    assert own_co.total - table_co.total == pytest.approx(measured - 0.02)
+
+
 def test_opss_plan_json_carries_the_wire_list_and_keeps_its_keys(tmp_path):
     from opss import samples
 

@@ -119,6 +119,7 @@ def run_demo(
     """
     from opss import models
     from opss.link import link_from_spec
+    from opss.wirecosts import image_decode_seconds
 
     t_start = time.perf_counter()
     models.get_spec(model)  # unknown model: fail before starting anything
@@ -140,6 +141,7 @@ def run_demo(
             throttle=fixed.b, wire_dtype=wire_dtype, small=small, seed=seed,
             client_slowdown=float(client_slowdown), progress=out is not None, fresh_profile=fresh_profiles,
             pace=True, codecs=codecs, max_error=max_error, image_bytes=len(photo[1].data),
+            image_decode_s=image_decode_seconds(photo[1].data, shape),
         )
         raw = _raw_variant(session, arms)
         for name in strategies:
