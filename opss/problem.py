@@ -64,6 +64,21 @@ class Plan:
         return {w.tensor: w.codec for w in self.wire if w.codec != "raw"}
 
     @property
+    def execution(self) -> str:
+        """How the client runs it, in words: ``local only`` (nothing uploaded), ``upload only``
+        (the client just sends the input), ``pipelined`` (some compute runs while a tensor
+        uploads) or ``compute, then upload`` (``po``; or pipelined but with nothing left to
+        overlap: the one tensor uploads after the last layer)."""
+        if not self.cut_bytes:
+            return "local only"
+        if len(self.client) == 1:
+            return "upload only"
+        uploads = set(self.cut)
+        if self.pipelined and any(v in uploads for v in self.order[:-1]):
+            return "pipelined"
+        return "compute, then upload"
+
+    @property
     def total(self) -> float:
         """Predicted end-to-end latency (seconds)."""
         return self.predicted.total

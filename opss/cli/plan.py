@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from opss.cli._args import add_wire_arguments, codec_summary, modelled_slowdown, wire_from_args
+from opss.cli._args import add_wire_arguments, codec_summary, slowdown, wire_from_args
 from opss.errors import LinkModelError
 from opss.plan import STRATEGIES
 
@@ -40,9 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default="all", help="default all")
     parser.add_argument("--granularity", choices=("layer", "block"), default="layer",
                         help="plan over layers (default) or blocks (costs summed from the layer profile)")
-    parser.add_argument("--client-slowdown", type=modelled_slowdown, default=1.0, metavar="X",
-                        help="multiply the client profile's times by X (model a Pi-class client "
-                             "from a PC profile; default 1.0)")
+    parser.add_argument("--client-slowdown", type=slowdown, default=1.0, metavar="X",
+                        help="the client is X >= 1 times slower than its profile: multiply the client "
+                             "profile's times by X (model a Pi-class client from a PC profile; default 1.0)")
     parser.add_argument("--method", default="auto",
                         choices=("auto", "exact", "tree", "pathwise", "topo", "beam"),
                         help="client-order scheduler of opss.sched (default auto)")
