@@ -142,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         for k, (model, link, sd) in enumerate(points):
             turn = (k + rep) % len(codes)
             for label, site in codes[turn:] + codes[:turn]:
+                load = os.getloadavg()[0]  # the machine's 1-minute load as the process starts
                 times, wall, startup = _cold(model, link, sd, site)
                 for strategy, sec in times.items():
                     rows.append({"label": label, "phase": "cold", "model": model, "link": link,
                                  "slowdown": float(sd), "strategy": strategy, "plan_ms": sec * 1e3,
-                                 "process_s": wall, "startup_s": "" if startup is None else startup, "repeat": rep})
+                                 "process_s": wall, "startup_s": "" if startup is None else startup, "repeat": rep,
+                                 "load1": load})
                 print(f"cold {rep + 1}/{args.cold_repeats} {k + 1}/{len(points)} {label} {model} {link} x{sd}: "
                       + " ".join(f"{s} {t * 1e3:.1f}" for s, t in times.items()) + f" ms; process {wall:.1f}s",
                       file=sys.stderr, flush=True)
@@ -183,7 +185,7 @@ def _other_labels(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:
-        for k in ("slowdown", "plan_ms", "process_s", "startup_s"):
+        for k in ("slowdown", "plan_ms", "process_s", "startup_s", "load1"):
             if r.get(k):
                 r[k] = float(r[k])
         r["repeat"] = int(r["repeat"])
@@ -244,7 +246,8 @@ def _table(rows: list[dict], names: list[str], target_ms: float) -> str:
                 worst[label] = max(worst.get(label, 0.0), max(cold))
                 lines.append(f"| {model} | {strategy} | {label} | {ci(cold)} | {max(cold):.2f} | "
                              f"{ci(warm) if warm else '-'} | {'met' if max(cold) <= target_ms else 'MISSED'} |")
-    lines += ["", "| model | code | process wall s, median | start-up s reported apart, median |", "|---|---|---|---|"]
+    lines += ["", "| model | code | process wall s, median | start-up s reported apart, median | "
+              "1-min load at the cold starts, median (max) |", "|---|---|---|---|---|"]
     for model in names:
         for label in labels:
             procs = {(r["link"], r["slowdown"], r["repeat"]): r for r in rows
@@ -252,8 +255,10 @@ def _table(rows: list[dict], names: list[str], target_ms: float) -> str:
             if not procs:
                 continue
             startup = [r["startup_s"] for r in procs.values() if r.get("startup_s") not in ("", None)]
+            loads = [r["load1"] for r in procs.values() if r.get("load1") not in ("", None)]
             lines.append(f"| {model} | {label} | {median([r['process_s'] for r in procs.values()]):.1f} | "
-                         f"{f'{median(startup):.2f}' if startup else 'not reported'} |")
+                         f"{f'{median(startup):.2f}' if startup else 'not reported'} | "
+                         f"{f'{median(loads):.1f} ({max(loads):.1f})' if loads else '-'} |")
     lines.append("")
     for label in labels:
         if label in worst:
