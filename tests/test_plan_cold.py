@@ -25,7 +25,8 @@ from opss.latency import PlanGraph
 from opss.link import LinkModel
 from opss.mincut import MinCutProblem, additive_cost
 from opss.problem import PLAN_SCHED_BUDGET, PlanningProblem
-from opss.sched import SchedGraph, makespan, schedule, validate_order
+from opss.sched import makespan, schedule, validate_order
+from test_plan import _scipy_max_flow
 
 
 def test_a_fresh_opss_plan_reports_planning_without_its_start_up():
@@ -111,24 +112,14 @@ def _dnn_like(n: int, seed: int) -> tuple[PlanGraph, dict, dict]:
 
 
 def _scipy_cut_cost(problem: MinCutProblem, g_scale: float) -> tuple[float, float]:
-    """The minimum cut's value by scipy's C Dinic (int32 capacities in units of 2^-28 of the
-    finite total), plus the constant the network subtracted from every vertex; and how far the
-    rounding can move it (half a unit per arc)."""
-    import numpy as np
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import maximum_flow
-
+    """The minimum cut's value by scipy's C Dinic (test_plan's oracle: int32 capacities in units
+    of 2^-28 of the finite total) plus the constant the network subtracted from every vertex;
+    and how far the rounding can move it (half a unit per arc)."""
     caps = [c * g_scale if is_g else c for (_, _, c), is_g in zip(problem.arcs, problem.g_arc)]
-    finite = sum(c for c in caps if c != float("inf"))
-    unit = max(finite, 1e-300) / 2.0**28
-    ints = np.array([2**29 + 1 if c == float("inf") else round(c / unit) for c in caps], dtype=np.int32)
-    m = sp.csr_matrix((ints, ([u for u, _, _ in problem.arcs], [w for _, w, _ in problem.arcs])),
-                      shape=(problem.n_nodes, problem.n_nodes))
-    m.sum_duplicates()
-    flow = maximum_flow(m, problem.src, problem.snk, method="dinic").flow_value * unit
+    unit = max(sum(c for c in caps if c != float("inf")), 1e-300) / 2.0**28
     out = problem.output_id
     shift = sum(min(problem.f[v], problem.s[v] + (problem.reply if v == out else 0.0)) for v in problem.ids)
-    return flow + shift, len(caps) * unit / 2
+    return _scipy_max_flow(problem, g_scale) + shift, len(caps) * unit / 2
 
 
 @pytest.mark.parametrize("n", [30, 47, 49, 120, 399, 401, 600])
