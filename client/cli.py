@@ -41,10 +41,12 @@ def _seconds(text: str) -> float:
 
 
 def _server(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:50051), got {text!r}")
-    return text
+    from opss.client.grpc_transport import check_target
+
+    try:
+        return check_target(text)
+    except OpssError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("server: ")) from None
 
 
 def _link_spec(text: str) -> str:
@@ -77,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="zoo model name or package.module:factory")
     p.add_argument("--server", type=_server, metavar="HOST:PORT",
-                   help="opss-server address (required, except with --strategy lo)")
+                   help="opss-server address, or any gRPC target naming replicas (dns:///HOST:PORT, "
+                        "ipv4:ADDR:PORT,ADDR:PORT): calls go round robin over the healthy ones "
+                        "(required, except with --strategy lo)")
     p.add_argument("--strategy", choices=STRATEGIES, default="opss",
                    help="lo local only, co cloud only, po partition only (no overlap), "
                    "opss po's cut pipelined, joint cut and order together (default opss)")

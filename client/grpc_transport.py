@@ -11,12 +11,23 @@ buffer) still takes hundreds of kB before they cross a slow link, so a push's
 end is not an arrival: the reply passes the server's per-tensor arrival times
 on (``Reply.server["arrivals"]``) and the runtime reconciles the upload
 intervals with them.
+
+The target is any gRPC target (:func:`check_target`): ``HOST:PORT``, ``dns:///host:port``
+(every address the name resolves to), ``ipv4:127.0.0.1:5001,127.0.0.1:5002``. The channel's
+service config (:data:`SERVICE_CONFIG`) spreads calls over the resolved replicas with gRPC's
+own ``round_robin`` policy, watches each replica's standard health service (client-side
+health checking, ``grpc.health.v1.Health/Watch`` for the empty service name, which
+opss-server reports SERVING once its models are loaded and NOT_SERVING as it shuts down),
+so calls skip a replica that is loading, draining or gone, and retries a call that failed
+UNAVAILABLE (a replica died under it) on another replica: gRPC replays the call's messages,
+buffered up to :data:`RETRY_BUFFER_BYTES`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import queue
 import socket
 import ssl
@@ -29,7 +40,8 @@ from typing import Any
 from opss.client.runtime import UPLOAD_CHUNK_BYTES, CallFailed, CallHeader, Reply, UploadMessage
 from opss.errors import OpssError
 
-__all__ = ["GrpcTransport", "describe_rpc_error", "is_loopback", "RETRY_PUSHBACK_KEY"]
+__all__ = ["GrpcTransport", "RETRY_PUSHBACK_KEY", "SERVICE_CONFIG", "check_target", "describe_rpc_error",
+           "is_loopback", "target_addresses"]
 
 _END = object()
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -37,6 +49,60 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Trailing metadata of a RESOURCE_EXHAUSTED from a loaded server: milliseconds to wait
 #: before trying again (gRFC A6 server pushback; opss-server sends it on refusals).
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+#: Bytes of one call's messages gRPC keeps to replay it on another replica (a larger call is
+#: committed to its replica once it has sent this much and is not retried).
+RETRY_BUFFER_BYTES = 64 * 1024 * 1024
+
+#: The channel's service config: round robin over the resolved addresses, client-side health
+#: checking on the standard health service (empty service name: the whole server), and a retry
+#: of UNAVAILABLE calls (Infer is a pure function of its inputs, so a replay is safe).
+SERVICE_CONFIG: dict[str, Any] = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+    "methodConfig": [{
+        "name": [{"service": "opss.v1.Opss"}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+}
+
+#: gRPC's UNAVAILABLE detail when every address of the target failed (round robin)
+_ALL_FAILING = "connections to all backends failing"
+
+_SCHEMES = ("dns", "ipv4", "ipv6", "unix", "unix-abstract")
+
+
+def _host_port(text: str, whole: str) -> tuple[str, str]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise OpssError(f"server: expected HOST:PORT, dns:///HOST:PORT or ipv4:ADDR:PORT,ADDR:PORT "
+                        f"(e.g. 127.0.0.1:50051), got {whole!r}")
+    return host.strip("[]"), port
+
+
+def target_addresses(target: str) -> list[tuple[str, str]]:
+    """The ``(host, port)`` pairs a gRPC target names (before DNS): one for ``HOST:PORT`` and
+    ``dns:[//authority/]HOST:PORT``, each listed one for ``ipv4:``/``ipv6:`` lists;
+    ``("localhost", "")`` for a ``unix:`` socket. OpssError (one line) for anything else."""
+    scheme, sep, rest = target.partition(":")
+    if sep and scheme in _SCHEMES and not (scheme == "dns" and rest.isdigit()):
+        if scheme.startswith("unix"):
+            if not rest:
+                raise OpssError(f"server: expected a socket path after {scheme}:, got {target!r}")
+            return [("localhost", "")]
+        if scheme == "dns":
+            if rest.startswith("//"):
+                rest = rest[2:].partition("/")[2]
+            return [_host_port(rest, target)]
+        return [_host_port(a, target) for a in rest.split(",")]
+    return [_host_port(target, target)]
+
+
+def check_target(text: str) -> str:
+    """``text`` when it is a gRPC target this client dials (:func:`target_addresses`)."""
+    target_addresses(text)
+    return text
 
 
 def describe_rpc_error(exc: Any, target: str, timeout: float | None = None) -> str:
@@ -62,9 +128,17 @@ def describe_rpc_error(exc: Any, target: str, timeout: float | None = None) -> s
 
 
 def is_loopback(target: str) -> bool:
-    """Whether ``HOST:PORT`` names this machine by a loopback address (``localhost``,
-    ``127.0.0.0/8``, ``::1``); a host name other than ``localhost`` counts as remote."""
-    host = target.rpartition(":")[0].strip("[]")
+    """Whether every address of ``target`` names this machine by a loopback address
+    (``localhost``, ``127.0.0.0/8``, ``::1``, a unix socket); a host name other than
+    ``localhost`` counts as remote."""
+    try:
+        hosts = [h for h, _ in target_addresses(target)]
+    except OpssError:
+        return False
+    return all(_loopback_host(h) for h in hosts)
+
+
+def _loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -83,7 +157,8 @@ def _read_pem(flag: str, path: str | None) -> bytes | None:
 
 
 class GrpcTransport:
-    """Talks to one ``opss-server`` at ``target`` (``HOST:PORT``).
+    """Talks to the ``opss-server`` replicas of ``target`` (any gRPC target, see the module
+    docstring; calls go round robin over the healthy ones).
 
     ``tls_ca`` (PEM file: the CA that signed the server's certificate) makes the channel
     TLS; ``tls_cert``/``tls_key`` add this client's certificate (mutual TLS). A bearer
@@ -112,6 +187,7 @@ class GrpcTransport:
         if token and tls_ca is None and not is_loopback(target):
             raise OpssError(f"--token-file: refusing to send the bearer token in clear text to {target} "
                             "(not a loopback address): give --tls-ca FILE to talk TLS")
+        target_addresses(target)  # one line for a target gRPC would not dial
         self.target = target
         self.chunk_bytes = int(chunk_bytes)
         self.granularity = granularity
@@ -134,6 +210,10 @@ class GrpcTransport:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 0),
+            # spread over the replicas, skip unhealthy ones, replay a call a dead one dropped
+            ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+            ("grpc.enable_retries", 1),
+            ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
         ]
         if self.tls:
             creds = grpc.ssl_channel_credentials(*self._pems)
@@ -171,9 +251,12 @@ class GrpcTransport:
     def _tls_problem(self, details: str) -> str | None:
         """What is wrong with TLS between us and the server, or None when TLS is not the problem
         (a found problem is kept; "no problem" is re-checked after 5 s, the server may change)."""
+        addresses = target_addresses(self.target)
+        if len(addresses) != 1 or not addresses[0][1]:
+            return None  # several replicas (or a unix socket): no single handshake to try
         now = time.monotonic()
         if self._diagnosis is None or (not self._diagnosis[1] and now - self._diagnosis[0] > 5.0):
-            found = _diagnose_tls(self.target, details, self._pems[0] if self.tls else None,
+            found = _diagnose_tls("%s:%s" % addresses[0], details, self._pems[0] if self.tls else None,
                                   self._client_cert)
             self._diagnosis = (now, found or "")
         return self._diagnosis[1] or None
@@ -307,7 +390,11 @@ class _GrpcCall:
             "reply_ready": tm.reply_s,
             "bytes_in": float(tm.bytes_in),
             "decode": tm.decode_s,
+            "batch_size": float(tm.batch_size or 1),
         }
+        if reply.HasField("load"):  # the replica's recent load on this model (this call included)
+            server["load_queue"] = reply.load.queue_s
+            server["load_compute"] = reply.load.compute_s
         if tm.tensors:
             # seconds after the server received the open message (TensorArrival in the proto)
             server["arrivals"] = {
@@ -349,8 +436,12 @@ def _diagnose_tls(target: str, details: str, ca: bytes | None,
     """Name a TLS problem behind an UNAVAILABLE call (``ca`` None: a plaintext channel),
     from gRPC's details and, where they are ambiguous ("Socket closed"), a TLS handshake of
     our own with the server; None when TLS is not the problem."""
+    # round robin over several addresses of one name (localhost: ::1 and 127.0.0.1) reports the
+    # last address's error, which may be a refused one: then our own handshake tells
+    every_failed = _ALL_FAILING in details
     if ca is None:
-        if "Socket closed" in details and _handshake(target, None, None) != "plaintext":
+        if ("Socket closed" in details and _handshake(target, None, None) != "plaintext") or (
+                every_failed and _handshake(target, None, None) not in ("plaintext", "unreachable")):
             return (f"server {target} speaks TLS but this client connects in plaintext: give --tls-ca FILE "
                     "(the CA that signed its certificate)")
         return None
@@ -363,8 +454,17 @@ def _diagnose_tls(target: str, details: str, ca: bytes | None,
     if "Peer name" in details or "peer certificate" in details:
         return (f"server {target}'s TLS certificate does not name host {target.rpartition(':')[0]} "
                 "(its subjectAltName must list the address this client dials)")
-    if "Socket closed" in details:
+    if "Socket closed" in details or every_failed:
         verdict = _handshake(target, ca, client_cert)
+        if every_failed and verdict == "plaintext":
+            return (f"server {target} does not speak TLS (it answers in plaintext): drop --tls-ca, or start it "
+                    "with --tls-cert/--tls-key")
+        if every_failed and verdict.startswith("CERTIFICATE_VERIFY_FAILED"):
+            why = verdict.partition(": ")[2] or "unverified"
+            if "hostname" in why.lower() or "ip address" in why.lower():
+                return (f"server {target}'s TLS certificate does not name host {target.rpartition(':')[0]} "
+                        "(its subjectAltName must list the address this client dials)")
+            return f"server {target}'s TLS certificate is not signed by the --tls-ca given ({why})"
         if verdict not in ("ok", "plaintext", "unreachable"):
             given = "rejected this client's certificate" if client_cert else "requires a client certificate"
             return f"server {target} {given} (mutual TLS: {verdict}); give --tls-cert/--tls-key it trusts"
@@ -389,6 +489,8 @@ def _handshake(target: str, ca: bytes | None, client_cert: tuple[str, str] | Non
             with ctx.wrap_socket(raw, server_hostname=host) as tls:
                 tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
                 return "ok" if tls.recv(1) else "closed after the handshake"
+    except ssl.SSLCertVerificationError as exc:
+        return f"CERTIFICATE_VERIFY_FAILED: {exc.verify_message}"
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
         return "plaintext" if reason in ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING") else reason

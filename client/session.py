@@ -22,12 +22,21 @@ Each :meth:`ClientSession.run` executes the plan with the pipelined runtime
 tensor's time on the link, ending when the server got its last byte:
 :func:`link_samples`) to a :class:`opss.link.LinkEstimator` and, when the
 bandwidth drifted beyond the threshold, re-plans before the next run and
-says so. Server faults never raise: the run finishes locally, and the
-server is tried again after an exponential back-off.
+says so. Load-aware: the server's recent queue wait (in ListModels and every
+reply; the mean of the last :data:`WAIT_SAMPLES` replies, pooled over replicas)
+is the expected wait folded into the server term of every offloading plan
+(``server_wait``); when it moves by more than the drift threshold of the
+plan's predicted total (and at least :data:`MIN_WAIT_CHANGE_S`) the session
+re-plans (at most once per :data:`LOAD_REPLAN_INTERVAL_S`) and says so. While
+a plan runs locally because of that wait, the session asks ListModels again
+every :data:`LOAD_REFRESH_S` to see the load go. Server faults never raise:
+the run finishes locally, and the server is tried again after an exponential
+back-off.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import math
@@ -64,6 +73,19 @@ UNSHAPED_BYTES_PER_S = 1e10
 
 #: Tensors smaller than this are not fed to the link estimator (their times are mostly overhead).
 MIN_SAMPLE_BYTES = 4096
+
+#: The server's expected wait must move by at least this many seconds to re-plan.
+MIN_WAIT_CHANGE_S = 0.005
+
+#: While the plan runs locally because of the server's wait: ListModels every this many seconds.
+LOAD_REFRESH_S = 2.0
+
+#: At most one load re-plan per this many seconds (a noisy wait must not re-plan every run).
+LOAD_REPLAN_INTERVAL_S = 1.0
+
+#: The expected wait is the mean of the waits the last this many replies reported (pooled: under
+#: round robin they come from different replicas).
+WAIT_SAMPLES = 4
 
 
 def link_samples(tl: Any, c: float = 0.0, min_bytes: int = MIN_SAMPLE_BYTES) -> list[tuple[int, float]]:
@@ -247,6 +269,14 @@ class RunReport:
         return self.result.latency
 
 
+def _reported_wait(info: Any) -> float | None:
+    """The recent queue wait a ListModels entry reports (seconds), None when it has none."""
+    load = getattr(info, "load", None)
+    if load is None or (hasattr(info, "HasField") and not info.HasField("load")):
+        return None
+    return max(0.0, float(load.queue_s))
+
+
 def _say(out: TextIO | None, msg: str) -> None:
     if out is not None:
         print(msg, file=out, flush=True)
@@ -293,6 +323,11 @@ class ClientSession:
         self.client_profile = client_profile if client_profile is not None else self._client_profile()
         self.transport = transport
         self.server_info = None
+        #: the server's expected queue wait the plans were made with (seconds)
+        self.server_wait = 0.0
+        self._waits: collections.deque[float] = collections.deque(maxlen=WAIT_SAMPLES)
+        self._load_checked = time.monotonic()
+        self._load_replanned = -math.inf
         self.server_profile = server_profile
         self.strategies = tuple(dict.fromkeys((cfg.strategy, *cfg.also_plan)))
         self.strategy = cfg.strategy
@@ -350,17 +385,20 @@ class ClientSession:
         return resolved
 
     def _client_profile(self) -> Any:
-        from opss.profile import load_or_build_profile, measure_profile
+        from opss.profile import load_or_build_profile, measure_profile, measure_steady_profile
 
         cfg, rm = self.config, self.resolved
-        if cfg.small or cfg.fresh_profile:
-            # the small shape is for tests and quick demos, a fresh profile for benchmarks that
-            # must match this machine's load now: measured here, never stored over the
-            # committed tables
+        if cfg.small:  # the small shape is for tests and quick demos: measured here, never stored
+            return measure_profile(rm.name, device="cpu", threads=cfg.threads, repeats=5, warmup=1,
+                                   input_shape=rm.input_shape, progress=cfg.progress, module=rm.module,
+                                   graph=rm.graph)
+        if cfg.fresh_profile:
+            # for demos and benchmarks that pace an emulated client from it: measured here (again
+            # while a busy machine makes it unsteady), never stored over the committed tables
             _say(self.err, f"opss-client: measuring a fresh profile of {cfg.model} at {list(self.input_shape)}")
-            return measure_profile(rm.name, device="cpu", threads=cfg.threads, repeats=5 if cfg.small else 10,
-                                   warmup=1 if cfg.small else 2, input_shape=rm.input_shape,
-                                   progress=cfg.progress, module=rm.module, graph=rm.graph)
+            return measure_steady_profile(rm.name, device="cpu", threads=cfg.threads, repeats=10, warmup=2,
+                                          input_shape=rm.input_shape, progress=cfg.progress, module=rm.module,
+                                          graph=rm.graph, say=lambda m: _say(self.err, f"opss-client: {m}"))
         return load_or_build_profile(rm, role="client", threads=cfg.threads, progress=cfg.progress,
                                      stream=self.err)
 
@@ -439,6 +477,9 @@ class ClientSession:
                 f"{self.graph_hash[:16]}; run the same opss version on both sides"
             )
         self.server_info = info
+        wait = _reported_wait(info)
+        if wait is not None:
+            self.server_wait = wait
         self.backoff.succeeded()
         _say(self.out, f"server: {cfg.server} serves {cfg.model} on {info.device or '?'} (fingerprint ok)")
         if self.server_profile is None and info.server_time_s:
@@ -504,7 +545,8 @@ class ClientSession:
         # the application throttle shapes the upload only: the reply comes back unshaped
         downlink = LinkModel(c=link.c, b=UNSHAPED_BYTES_PER_S) if self.config.throttle else None
         return plan_all(self.plan_graph, self.client_profile, self.server_profile, link, self.strategies,
-                        client_slowdown=self.config.client_slowdown, downlink=downlink, wire=self.wire)
+                        client_slowdown=self.config.client_slowdown, downlink=downlink, wire=self.wire,
+                        server_wait=self.server_wait)
 
     @property
     def wire(self) -> dict[str, Any]:
@@ -575,8 +617,11 @@ class ClientSession:
             f"{p.execution}"
             f"{', order proven optimal' if p.optimal_order and len(p.client) > 1 else ''}",
             f"  predicted total {ms(pr.total)} = client {ms(pr.client_makespan)} (compute {ms(pr.client_compute)}, "
-            f"upload {ms(pr.upload)}, hidden {ms(pr.hidden_upload)}) + server {ms(pr.server)} + reply {ms(pr.reply)}",
+            f"upload {ms(pr.upload)}, hidden {ms(pr.hidden_upload)}) + server {ms(pr.server)}"
+            f"{f' (waiting {ms(pr.server_wait)})' if pr.server_wait else ''} + reply {ms(pr.reply)}",
         ]
+        if self.server_wait and not pr.server_wait:
+            lines.append(f"  the server's expected wait of {ms(self.server_wait)} keeps this plan local")
         if client <= 24:
             lines.append(f"  order: {' '.join(p.order)}")
         else:
@@ -608,7 +653,7 @@ class ClientSession:
         from opss.labels import topk
 
         index = next(self._counter)
-        notes: list[str] = []
+        notes: list[str] = self._refresh_load()
         ex = self.execution
         if image is None and any(c in ("uint8", "file") for c in ex.codecs.values()):
             ex = dataclasses.replace(ex, codecs={k: c for k, c in ex.codecs.items() if c not in ("uint8", "file")})
@@ -639,6 +684,9 @@ class ClientSession:
             notes.append(f"ran locally: {skip}")
         if tl.where == "cooperative":
             notes.extend(self._follow_link(tl))
+            if "load_queue" in tl.server:
+                self._waits.append(max(0.0, float(tl.server["load_queue"])))
+                notes.extend(self._follow_load(sum(self._waits) / len(self._waits)))
         verr, vok, vrel, vtol = self._verify(x, result, ex) if verify else (None, None, None, None)
         return RunReport(index=index, result=result, strategy=ex.strategy, predicted=predicted,
                          top5=topk(result.output, 5), verify_error=verr, verify_ok=vok, notes=tuple(notes),
@@ -658,6 +706,43 @@ class ClientSession:
         same = "same cut" if self.plan.cut == old_cut else f"new cut {list(self.plan.cut)}"
         return [f"link drifted {old.mbps:.2f} -> {new.mbps:.2f} Mbps: re-planned ({same}, "
                 f"predicted {self.plan.predicted.total * 1e3:.1f}ms)"]
+
+    def _follow_load(self, wait: float, source: str = "") -> list[str]:
+        """Re-plan when the server's expected wait moved beyond the threshold; the note says so."""
+        wait = max(0.0, wait)
+        change = abs(wait - self.server_wait)
+        if change <= max(MIN_WAIT_CHANGE_S, self.config.drift_threshold * self.plan.predicted.total):
+            return []
+        if time.monotonic() - self._load_replanned < LOAD_REPLAN_INTERVAL_S:
+            return []
+        self._load_replanned = time.monotonic()
+        old, old_cut = self.server_wait, self.plan.cut
+        self.server_wait = wait
+        self._replan(self.link)
+        same = "same cut" if self.plan.cut == old_cut else f"new cut {list(self.plan.cut)}"
+        return [f"server wait {old * 1e3:.1f} -> {wait * 1e3:.1f} ms{source}: re-planned ({same}, "
+                f"predicted {self.plan.predicted.total * 1e3:.1f}ms)"]
+
+    def _refresh_load(self) -> list[str]:
+        """While the server's wait keeps the plan local: ListModels now and then to see it go."""
+        lister = getattr(self.transport, "list_models", None)
+        if (lister is None or not self.server_wait or not self.execution.local
+                or self.strategy == "lo" or time.monotonic() - self._load_checked < LOAD_REFRESH_S
+                or self.backoff.waiting() > 0):
+            return []
+        self._load_checked = time.monotonic()
+        self._load_replanned = -math.inf
+        try:
+            reply = lister(timeout=min(5.0, self.config.timeout))
+        except CallFailed:
+            return []
+        info = next((m for m in reply.models if m.name == self.config.model), None)
+        wait = _reported_wait(info)
+        if wait is None:
+            return []
+        self._waits.clear()  # the replies' waits are older than this
+        self._waits.append(wait)
+        return self._follow_load(wait, " (ListModels)")
 
     def _verify(self, x: Any, result: Any, ex: Execution) -> tuple[float, bool, float, float]:
         """``(max |coop - local|, ok, relative error, tolerance)`` against the local full model."""

@@ -244,6 +244,9 @@ class Prediction:
     #: seconds of the upload term spent encoding, and of the server term decoding (codecs)
     encode: float = 0.0
     decode: float = 0.0
+    #: seconds of the server term spent waiting behind other calls (the server's reported
+    #: recent queue wait; 0 for an idle server and for local-only plans)
+    server_wait: float = 0.0
 
     def to_json(self) -> dict[str, float]:
         return {
@@ -257,6 +260,7 @@ class Prediction:
             "total": self.total,
             "encode": self.encode,
             "decode": self.decode,
+            "server_wait": self.server_wait,
         }
 
     @classmethod

@@ -192,6 +192,7 @@ def plan_all(
     downlink: LinkModel | None = None,
     method: str = "auto",
     wire: Mapping[str, Any] | None = None,
+    server_wait: float = 0.0,
     **sched_opts: Any,
 ) -> dict[str, Plan]:
     """Plan several strategies on the same graph and costs; returns ``{strategy: Plan}``.
@@ -203,10 +204,13 @@ def plan_all(
     the work it depends on (``opss`` includes ``po``; ``joint`` includes both).
     ``wire`` chooses what crosses the link (:class:`PlanningProblem`'s
     ``codec_table``, ``codecs``, ``max_error``, ``image_bytes``; default raw).
+    ``server_wait`` (seconds) is the expected queue wait on a loaded server, added to the
+    server term of every plan that offloads.
     """
     wanted = _checked(strategies)
     problem = PlanningProblem.build(graph, client_profile, server_profile, link, client_slowdown=client_slowdown,
-                                    downlink=downlink, method=method, sched_opts=sched_opts, **(wire or {}))
+                                    downlink=downlink, method=method, sched_opts=sched_opts,
+                                    server_wait=server_wait, **(wire or {}))
     return run_strategies(problem, wanted)
 
 
@@ -275,6 +279,7 @@ def plan_model(
     profiles_root: Any = None,
     wire: Mapping[str, Any] | None = None,
     startup: dict[str, float] | None = None,
+    server_wait: float = 0.0,
     **sched_opts: Any,
 ) -> tuple[PlanGraph, dict[str, Plan]]:
     """Capture a zoo (or ``package.module:factory``) model, look up its profiles and plan.
@@ -309,6 +314,6 @@ def plan_model(
     graph = prepare(PlanGraph.from_layer_graph(lg))
     times["prepare_s"] = time.perf_counter() - t
     plans = plan_all(graph, client_profile, server_profile, link, strategies, client_slowdown=client_slowdown,
-                     downlink=downlink, method=method, wire=wire, **sched_opts)
+                     downlink=downlink, method=method, wire=wire, server_wait=server_wait, **sched_opts)
     return graph, plans
 

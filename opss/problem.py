@@ -209,22 +209,29 @@ class PlanningProblem:
     codecs: tuple[str, ...] = ("raw",)
     max_error: float | None = None
     image_bytes: int | None = None
+    #: expected seconds a call waits on the server before its compute (the server's recent
+    #: queue wait under load): added to the server term of every plan that offloads
+    server_wait: float = 0.0
 
     @classmethod
     def build(cls, graph: PlanGraph | Any, client_profile: Any, server_profile: Any, link: LinkModel, *,
               client_slowdown: float = 1.0, downlink: LinkModel | None = None, method: str = "auto",
-              sched_opts: Mapping[str, Any] | None = None, **wire: Any) -> PlanningProblem:
+              sched_opts: Mapping[str, Any] | None = None, server_wait: float = 0.0,
+              **wire: Any) -> PlanningProblem:
         """From a PlanGraph (or a LayerGraph) and two profiles (or mappings id -> seconds);
-        ``wire`` holds ``codec_table``, ``codecs``, ``max_error``, ``image_bytes``."""
+        ``wire`` holds ``codec_table``, ``codecs``, ``max_error``, ``image_bytes``;
+        ``server_wait`` is the expected queue wait on the server (seconds)."""
         if not isinstance(graph, PlanGraph):
             graph = PlanGraph.from_layer_graph(graph)
         if not (isinstance(client_slowdown, (int, float)) and math.isfinite(client_slowdown)
                 and client_slowdown > 0):
             raise OpssError(f"client_slowdown: expected a finite factor > 0, got {client_slowdown!r}")
+        if not (isinstance(server_wait, (int, float)) and math.isfinite(server_wait) and server_wait >= 0):
+            raise OpssError(f"server_wait: expected finite seconds >= 0, got {server_wait!r}")
         f = costs_of(client_profile, graph, "client", float(client_slowdown))
         s = costs_of(server_profile, graph, "server")
         return cls(graph, f, s, link, downlink if downlink is not None else link, float(client_slowdown),
-                   method, dict(sched_opts or {}), **wire)
+                   method, dict(sched_opts or {}), server_wait=float(server_wait), **wire)
 
     # -- derived, computed once ----------------------------------------------------
 
@@ -255,11 +262,18 @@ class PlanningProblem:
     def reply(self) -> float:
         return self.downlink.g(self.graph.nbytes[self.graph.output_id])
 
+    @property
+    def offload_cost(self) -> float:
+        """Seconds every offloading plan pays once beyond its compute and uploads: the reply and
+        the expected wait on the server (the min cut charges them when the output is on the
+        server, which is when anything is)."""
+        return self.reply + self.server_wait
+
     @cached_property
     def cut_problem(self) -> MinCutProblem:
         graph = self.graph
         return MinCutProblem(graph.ids, graph.edges, self.f, self.s, self.g_all,
-                             graph.input_id, graph.output_id, self.reply)
+                             graph.input_id, graph.output_id, self.offload_cost)
 
     @cached_property
     def _ancestor_f(self) -> dict[str, float]:
@@ -278,6 +292,9 @@ class PlanningProblem:
         if decode:  # a tensor is usable on the server once decoded
             arrivals = {v: t + decode.get(v, 0.0) for v, t in arrivals.items()}
         pred = assemble_prediction(self.graph, client, uploads, arrivals, end, self.f, self.s, g, self.downlink)
+        if self.server_wait and len(client) < len(self.graph):
+            w = self.server_wait
+            pred = dataclasses.replace(pred, server=pred.server + w, total=pred.total + w, server_wait=w)
         if not decode and self.codec_table is None:
             return pred
         return dataclasses.replace(pred, encode=sum(self.wire[v].encode_s for v in uploads),
@@ -342,7 +359,7 @@ class PlanningProblem:
         graph = self.graph
         if graph.is_chain():
             g = {v: scale * self.g_all[v] for v in graph.ids}
-            client, _ = best_prefix(graph.ids, self.f, self.s, g, self.reply)
+            client, _ = best_prefix(graph.ids, self.f, self.s, g, self.offload_cost)
         else:
             client, _ = self.cut_problem.solve(scale)
         return client

@@ -51,6 +51,7 @@ __all__ = [
     "ServerSession",
     "Split",
     "Step",
+    "batch_refusal",
     "closure_check",
     "cut_points",
     "resolve_client_set",
@@ -335,8 +336,48 @@ class ServerPart:
         """What the server expects: ``{cut id: (shape, dtype)}``, dtype like ``"float32"``."""
         return {c: (self.graph.node(c).shape, self.graph.node(c).dtype) for c in self.cut}
 
-    def session(self) -> ServerSession:
-        return ServerSession(self)
+    def session(self, batch: int = 1) -> ServerSession:
+        """An incremental run; ``batch`` requests stacked on dim 0 (see :meth:`run_batch`)."""
+        return ServerSession(self, batch)
+
+    def run_batch(self, requests: Sequence[Mapping[str, torch.Tensor]]) -> list[torch.Tensor]:
+        """The model output of each request, computed once on the requests stacked on the batch
+        dimension (dim 0) and split back: ``[run(r) for r in requests]`` up to the rounding of
+        batch-size dependent kernels. Valid only for graphs :func:`batch_refusal` accepts (every
+        cut tensor and the output have batch 1 on dim 0, and no layer mixes samples)."""
+        if not requests:
+            return []
+        if len(requests) == 1:
+            return [self.run(requests[0])]
+        sess = self.session(batch=len(requests))
+        for c in self.cut:
+            missing = [i for i, r in enumerate(requests) if c not in r]
+            if missing:
+                raise PartitionError(
+                    f"server part of {self.graph.model!r}: request {missing[0]} of the batch lacks "
+                    f"cut tensor {c!r}, expected {list(self.cut)}"
+                )
+            for r in requests:
+                self._check_input(c, r[c])
+            sess.feed(c, torch.cat([r[c].to(self.device) for r in requests], dim=0))
+        return list(sess.result().split(1, dim=0))
+
+    def _check_input(self, name: str, tensor: torch.Tensor, batch: int = 1) -> None:
+        spec = self.inputs.get(name)
+        if spec is None:
+            raise PartitionError(
+                f"server part of {self.graph.model!r}: unknown cut tensor {name!r}, "
+                f"expected one of {list(self.cut)}"
+            )
+        shape, dtype = spec
+        if batch != 1:
+            shape = (shape[0] * batch, *shape[1:])
+        got_dtype = str(tensor.dtype).removeprefix("torch.")
+        if tuple(tensor.shape) != tuple(shape) or got_dtype != dtype:
+            raise ShapeMismatchError(
+                f"cut tensor {name!r}: expected shape {tuple(shape)} {dtype}, "
+                f"got {tuple(tensor.shape)} {got_dtype}"
+            )
 
     def run(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The model output from every cut tensor."""
@@ -360,10 +401,12 @@ class ServerPart:
 
 class ServerSession:
     """Incremental server execution: ``feed`` cut tensors in arrival order;
-    each feed runs every server vertex whose inputs have all arrived."""
+    each feed runs every server vertex whose inputs have all arrived. With ``batch`` > 1 each
+    cut tensor holds that many requests stacked on dim 0 (:meth:`ServerPart.run_batch`)."""
 
-    def __init__(self, part: ServerPart) -> None:
+    def __init__(self, part: ServerPart, batch: int = 1) -> None:
         self.part = part
+        self.batch = batch
         self._runner = _GcRunner(part.graph.gm, part._consts, part._plan)
         self._have: set[str] = set()
         self._waiting = {v: len(ps) for v, ps in part._preds.items()}
@@ -378,21 +421,9 @@ class ServerSession:
     def feed(self, name: str, tensor: torch.Tensor) -> list[str]:
         """Accept cut tensor ``name``; returns the vertex ids this call ran."""
         part = self.part
-        spec = part.inputs.get(name)
-        if spec is None:
-            raise PartitionError(
-                f"server part of {part.graph.model!r}: unknown cut tensor {name!r}, "
-                f"expected one of {list(part.cut)}"
-            )
+        part._check_input(name, tensor, self.batch)
         if name in self._have:
             raise PartitionError(f"server part of {part.graph.model!r}: cut {name!r} fed twice")
-        shape, dtype = spec
-        got_dtype = str(tensor.dtype).removeprefix("torch.")
-        if tuple(tensor.shape) != tuple(shape) or got_dtype != dtype:
-            raise ShapeMismatchError(
-                f"cut tensor {name!r}: expected shape {tuple(shape)} {dtype}, "
-                f"got {tuple(tensor.shape)} {got_dtype}"
-            )
         if tensor.device != part.device:  # a copy: the caller's tensor stays as it was
             tensor = tensor.to(part.device)
         self._runner.env[part._out[name]] = tensor
@@ -428,6 +459,66 @@ class ServerSession:
                 f"waiting for cut tensor(s) {missing}"
             )
         return self._runner.env[self.part._out[self.part.graph.output_id]]
+
+
+class _VertexOutputs(fx.Interpreter):
+    """Runs a whole GraphModule, recording the shape of every vertex output."""
+
+    def __init__(self, graph: LayerGraph) -> None:
+        super().__init__(graph.gm)
+        self.vertex_of = {n: v for v, n in graph.output_node.items()}
+        self.shapes: dict[str, tuple[int, ...] | None] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        value = super().run_node(n)
+        v = self.vertex_of.get(n.name)
+        if v is not None:
+            self.shapes[v] = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        return value
+
+
+def batch_refusal(graph: LayerGraph, batch: int = 2, seed: int = 0, rtol: float = 1e-4,
+                  atol: float = 1e-5) -> str | None:
+    """Why requests to ``graph`` cannot be stacked on the batch dimension, or None when they can.
+
+    The check, on ``batch`` random inputs at the graph's input shape: every vertex output is a
+    tensor with batch 1 on dim 0 in the capture and ``batch`` there in the stacked run (a
+    ``view``/``reshape`` with literal sizes breaks this, or fails outright), and each sample of the
+    stacked output equals the output of that sample run alone (within ``rtol``/``atol`` of the
+    output's scale; nothing mixes samples, as a batch norm in training mode would). Any split of
+    an accepted graph can then run :meth:`ServerPart.run_batch`, since every cut tensor is a
+    vertex output."""
+    inp = graph.node(graph.input_id)
+    if not inp.shape or inp.shape[0] != 1:
+        return f"its input shape {list(inp.shape)} has no batch dimension of 1 first"
+    for v in graph.ids:
+        node = graph.node(v)
+        if not node.shape or node.shape[0] != 1:
+            return (f"vertex {v!r} has output shape {list(node.shape)}: expected batch 1 first "
+                    f"(a tensor)")
+    gen = torch.Generator().manual_seed(seed)
+    device = next(iter([*graph.gm.parameters(), *graph.gm.buffers()]), torch.empty(0)).device
+    x = torch.randn((batch, *inp.shape[1:]), generator=gen).to(device=device,
+                                                               dtype=getattr(torch, inp.dtype))
+    prop = _VertexOutputs(graph)
+    try:
+        with torch.no_grad():
+            stacked = prop.run(x)
+            alone = torch.cat([graph.gm(x[i : i + 1]) for i in range(batch)], dim=0)
+    except Exception as exc:
+        return f"it fails on a batch of {batch}: {type(exc).__name__}: {str(exc)[:160]}"
+    for v in graph.ids:
+        want = (batch, *graph.node(v).shape[1:])
+        if prop.shapes.get(v) != want:
+            got = prop.shapes.get(v)
+            return (f"vertex {v!r} gives shape {list(got) if got else got} on a batch of {batch}, "
+                    f"expected {list(want)} (a literal batch size, or a reduction over the batch)")
+    scale = max(1.0, float(alone.abs().max()))
+    err = float((stacked.float() - alone.float()).abs().max())
+    if err > atol * scale + rtol * float(alone.abs().max()):
+        return (f"its output on a batch of {batch} differs from each sample run alone by {err:.3g} "
+                f"(a layer mixes samples)")
+    return None
 
 
 @dataclass(frozen=True, eq=False)

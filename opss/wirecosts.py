@@ -43,7 +43,7 @@ from typing import Any
 from opss.errors import OpssError, ProfileError
 
 __all__ = ["CodecCost", "CodecTable", "WireChoice", "codec_table_path", "load_or_build_codec_table",
-           "measure_codec_table", "wire_options"]
+           "measure_codec_table", "vertex_outputs", "wire_options"]
 
 FORMAT = "opss-codecs/1"
 
@@ -163,7 +163,7 @@ def codec_table_path(model: str, tag: str, root: str | os.PathLike | None = None
 # --------------------------------------------------------------------------- measuring (torch)
 
 
-def _vertex_outputs(graph: Any, x: Any) -> dict[str, Any]:
+def vertex_outputs(graph: Any, x: Any) -> dict[str, Any]:
     """Every vertex's output on input ``x``, as C-contiguous numpy arrays (one fx run)."""
     import torch
     import torch.fx as fx
@@ -279,7 +279,7 @@ def measure_codec_table(graph: Any, *, codecs: Sequence[str] | None = None, imag
     for photo in photos:
         x = torch.from_numpy(np.ascontiguousarray(preprocess.image_tensor(photo, shape))) if image_input \
             else torch.randn(shape, generator=torch.Generator().manual_seed(0))
-        outputs = _vertex_outputs(graph, x)
+        outputs = vertex_outputs(graph, x)
         candidates = [v for v in graph.ids if v != graph.output_id and v in outputs]
         for v in candidates:
             for name, c in _tensor_costs(outputs[v], names, repeats).items():

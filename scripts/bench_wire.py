@@ -55,27 +55,6 @@ import _bench
 ERROR_STAGES = ("fp16", "bf16", "int8")  # a lossy codec's error is its stage's: +zstd decodes the same
 
 
-def vertex_outputs(graph, x) -> dict[str, np.ndarray]:
-    """Every vertex's output tensor (as float32/other numpy arrays) for input ``x``:
-    one run of the captured GraphModule, recording each vertex's output node."""
-    import torch
-    import torch.fx as fx
-
-    want = {graph.output_node[v]: v for v in graph.ids}
-    got: dict[str, np.ndarray] = {}
-
-    class _Recorder(fx.Interpreter):
-        def run_node(self, n):
-            value = super().run_node(n)
-            if n.name in want and isinstance(value, torch.Tensor):
-                got[want[n.name]] = value.detach().contiguous().numpy().copy()
-            return value
-
-    with torch.no_grad():
-        _Recorder(graph.gm).run(x)
-    return got
-
-
 def candidates(graph) -> list[str]:
     """The candidate cut tensors: every vertex but the input and the output."""
     return [v for v in graph.ids if v not in (graph.input_id, graph.output_id)]
@@ -150,6 +129,7 @@ def codec_table(
     from opss.preprocess import image_tensor
     from opss.split import split
     from opss.stats import bootstrap_ci, median
+    from opss.wirecosts import vertex_outputs
 
     codecs = [c for c, info in CODECS.items() if not info.input_form]
     rows: list[dict] = []
@@ -170,7 +150,7 @@ def codec_table(
         splits = {}
         for i, (img_name, data) in enumerate(images):
             x = torch.from_numpy(image_tensor(data, shape))
-            acts = vertex_outputs(g, x)
+            acts = vertex_outputs(g, x)  # the codec tables' own recorder
             y = acts[g.output_id]
             if i == 0:
                 first_acts[name] = [acts[v] for v in cands]

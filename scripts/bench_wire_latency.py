@@ -15,8 +15,9 @@
    codecs: the photo's own file), ``po@raw`` (the paper's partition-only),
    ``joint@raw`` and ``joint`` (default codecs), run round-robin (one warm-up
    round, then ``--runs`` rounds) and every output verified against the local
-   full model. Ratios are per round (the arms of a round ran back to back)
-   with the median and its 95 % bootstrap interval; a ratio whose interval
+   full model; arms with identical plans run once and share their runs.
+   Ratios are of medians with their 95 % bootstrap interval (rounds resampled
+   together: the arms of a round ran back to back); a ratio whose interval
    contains 1.0 is marked n.s. ``--tensor-models`` adds arms without a photo
    (``joint@raw`` vs ``joint`` on a tensor input).
 
@@ -92,14 +93,14 @@ def measure(model: str, link_name: str, runs: int, slowdown: float, photo, *, te
         def record(name, rep):
             rounds.setdefault(name, []).append(rep.latency)
 
-        res = measure_strategies(s, arms, runs, image=photo, variants=variants, on_run=record)
+        res = measure_strategies(s, arms, runs, image=photo, variants=variants, on_run=record, share_identical=True)
         out = {"photo": res, "rounds": rounds}
         if tensor:
             t = open_variant(s, ("joint",), image_bytes=None)
             sessions.append(t)
             x = torch.randn(s.input_shape, generator=torch.Generator().manual_seed(0))
             trounds: dict[str, list[float]] = {}
-            tres = measure_strategies(t, ("joint", "joint@raw"), runs, image=(x, None),
+            tres = measure_strategies(t, ("joint", "joint@raw"), runs, image=(x, None), share_identical=True,
                                       variants={"raw": raw}, on_run=lambda n, r: trounds.setdefault(n, []).append(
                                           r.latency))
             out.update(tensor=tres, tensor_rounds=trounds)
@@ -110,21 +111,14 @@ def measure(model: str, link_name: str, runs: int, slowdown: float, photo, *, te
         server.stop(0).wait(5)
 
 
-def _ratio(num: list[float], den: list[float]) -> tuple[float, float, float]:
-    from opss.stats import bootstrap_ci, median
+def _ratio(num: list[float], den: list[float]) -> str:
+    from opss.stats import ratio_ci, ratio_text
 
-    r = [a / b for a, b in zip(num, den)]
-    lo, hi = bootstrap_ci(r)
-    return median(r), lo, hi
-
-
-def _ci_text(m: float, lo: float, hi: float) -> str:
-    ns = " n.s." if lo <= 1.0 <= hi else ""
-    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]{ns}"
+    return ratio_text(*ratio_ci(num, den))
 
 
 def measured_rows(models, links, runs, slowdown, photo, tensor_models) -> list[dict]:
-    from opss.stats import median
+    from opss.stats import best_ratio_ci, median, ratio_text
 
     rows = []
     for model in models:
@@ -132,7 +126,6 @@ def measured_rows(models, links, runs, slowdown, photo, tensor_models) -> list[d
             t = time.perf_counter()
             m = measure(model, link_name, runs, slowdown, photo, tensor=model in tensor_models and link_name == "4g")
             res, rounds = m["photo"], m["rounds"]
-            best_lo_co = [min(a, b) for a, b in zip(rounds["lo"], rounds["co"])]
             row = {"model": model, "link": link_name, "runs": runs,
                    "verified": all(r["verified"] for r in res.values()),
                    "fallbacks": sum(r["fallbacks"] for r in res.values())}
@@ -140,18 +133,18 @@ def measured_rows(models, links, runs, slowdown, photo, tensor_models) -> list[d
                 row[f"{arm}_ms"] = median(rounds[arm]) * 1e3
                 row[f"{arm}_pred_ms"] = res[arm]["predicted_s"] * 1e3
             row["joint_codecs"] = "+".join(sorted(set(res["joint"]["codecs"].values()))) or "-"
-            row["joint_over_best_lo_co"] = _ci_text(*_ratio(rounds["joint"], best_lo_co))
-            row["co_over_co_raw"] = _ci_text(*_ratio(rounds["co"], rounds["co@raw"]))
-            row["joint_raw_over_joint"] = _ci_text(*_ratio(rounds["joint@raw"], rounds["joint"]))
-            row["po_raw_over_joint"] = _ci_text(*_ratio(rounds["po@raw"], rounds["joint"]))
+            row["best_lo_co_over_joint"] = ratio_text(*best_ratio_ci([rounds["lo"], rounds["co"]], rounds["joint"]))
+            row["co_over_co_raw"] = _ratio(rounds["co"], rounds["co@raw"])
+            row["joint_raw_over_joint"] = _ratio(rounds["joint@raw"], rounds["joint"])
+            row["po_raw_over_joint"] = _ratio(rounds["po@raw"], rounds["joint"])
             if "tensor" in m:
                 tr = m["tensor_rounds"]
-                row["tensor_joint_raw_over_joint"] = _ci_text(*_ratio(tr["joint@raw"], tr["joint"]))
+                row["tensor_joint_raw_over_joint"] = _ratio(tr["joint@raw"], tr["joint"])
                 row["verified"] = row["verified"] and all(r["verified"] for r in m["tensor"].values())
             row["seconds"] = time.perf_counter() - t
             rows.append(row)
             print(f"{model} {link_name}: " + ", ".join(f"{a} {row[a + '_ms']:.0f}ms" for a in ARMS)
-                  + f"; joint/min(lo,co) {row['joint_over_best_lo_co']}", flush=True)
+                  + f"; min(lo,co)/joint {row['best_lo_co_over_joint']}", flush=True)
     return rows
 
 
@@ -204,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         meas = measured_rows(models, links, args.runs, args.client_slowdown, photo,
                              set(args.tensor_models.split(",")))
         _bench.write_csv(args.out / "bench_wire_latency.measured.csv", meas)
-        md += ["", "## Measured (ms, medians; ratios per round, median [95% bootstrap CI])", "",
-               _bench.markdown(meas, list(meas[0]))]
+        md += ["", "## Measured (ms, medians; ratios of medians [95% bootstrap CI], n.s. = contains 1.0)", "",
+               _bench.markdown(meas, list(dict.fromkeys(k for r in meas for k in r)))]
     (args.out / "bench_wire_latency.md").write_text("\n".join(md) + "\n")
     _plot(pred, args.out / "bench_wire_latency.png")
     print("\n".join(md))

@@ -4,6 +4,7 @@
                 [--weights NAME=FILE]... [--input-shape NAME=1x3x224x224]... [--small]
                 [--max-workers N] [--max-inflight N] [--max-inflight-per-peer N]
                 [--max-queued N] [--admission-wait S] [--compute-slots N] [--cache-size N]
+                [--max-batch N [--max-queue-delay MS]]
                 [--first-message-timeout S] [--idle-timeout S] [--call-timeout S]
                 [--keepalive S] [--connection-idle S] [--connection-age S]
                 [--tls-cert PEM --tls-key PEM [--tls-ca PEM]] [--token-file F]
@@ -103,6 +104,13 @@ def _load_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 2)")
     p.add_argument("--compute-slots", type=int, default=1,
                    help="server parts computing at once on the device (default 1)")
+    p.add_argument("--max-batch", type=int, default=1, metavar="N",
+                   help="compute up to N calls of one model and partition together, once their "
+                        "tensors have all arrived (dynamic batching; default 1: off)")
+    p.add_argument("--max-queue-delay", type=float, default=0.0, metavar="MS",
+                   help="longest a batch waits for more calls, milliseconds (default 0: batch only "
+                        "the calls already waiting)")
+    p.add_argument("--inject-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--first-message-timeout", type=float, default=5.0, metavar="S",
                    help="an Infer/Probe call must send its first message within S (default 5)")
     p.add_argument("--idle-timeout", type=float, default=10.0, metavar="S",
@@ -131,6 +139,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                         max_inflight_per_peer=args.max_inflight_per_peer,
                         max_queued=args.max_queued, admission_wait_s=args.admission_wait,
                         compute_slots=args.compute_slots, cache_size=args.cache_size,
+                        max_batch=args.max_batch, max_queue_delay_s=args.max_queue_delay / 1e3,
+                        inject_delay_s=args.inject_delay_ms / 1e3,
                         first_message_timeout_s=args.first_message_timeout,
                         idle_timeout_s=args.idle_timeout, stream_timeout_s=args.call_timeout,
                         keepalive_s=args.keepalive, connection_idle_s=args.connection_idle,

@@ -48,6 +48,15 @@ class ServerConfig:
       RESOURCE_EXHAUSTED with a retry hint. A call takes its slot when its first message
       arrives, never before. ``compute_slots``: server parts computing at the same time on
       the device (others wait, reported as queue time).
+    - Dynamic batching (:mod:`opss.server.batching`): with ``max_batch`` > 1, calls of one
+      model and one partition whose tensors have all arrived are computed together, up to
+      ``max_batch`` at once, a batch waiting at most ``max_queue_delay_s`` for more calls
+      (0: only the calls already queued). A model whose graph cannot be batched
+      (:func:`opss.split.batch_refusal`) is served unbatched, said at load and in ListModels.
+    - ``load_window_s``: the window of the recent load (queue wait, compute) reported per
+      model in ListModels and every reply.
+    - ``inject_delay_s``: extra seconds every Infer call's compute takes, inside its compute
+      slot (tests and benchmarks of load-aware planning; 0 in production).
     - ``cache_size``: server parts kept (LRU) per server.
     - ``max_message_bytes``: largest request message; ``max_reply_bytes``: largest reply.
     - ``max_probe_bytes``: payload bytes one Probe call may send.
@@ -89,6 +98,10 @@ class ServerConfig:
     max_queued: int | None = None
     admission_wait_s: float = 2.0
     compute_slots: int = 1
+    max_batch: int = 1
+    max_queue_delay_s: float = 0.0
+    load_window_s: float = 10.0
+    inject_delay_s: float = 0.0
     cache_size: int = 32
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_reply_bytes: int = 64 * 1024 * 1024
@@ -121,7 +134,7 @@ class ServerConfig:
             raise ValueError(f"device: expected one of {list(DEVICES)}, got {self.device!r}")
         if not self.models:
             raise ValueError("models: expected at least one model name, got none")
-        for name in ("max_workers", "max_inflight", "compute_slots", "cache_size",
+        for name in ("max_workers", "max_inflight", "compute_slots", "max_batch", "cache_size",
                      "max_message_bytes", "max_reply_bytes", "max_probe_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
@@ -153,6 +166,12 @@ class ServerConfig:
                 raise ValueError(f"{name}: expected seconds > 0, got {value}")
         if not (math.isfinite(self.admission_wait_s) and self.admission_wait_s >= 0):
             raise ValueError(f"admission_wait_s: expected seconds >= 0, got {self.admission_wait_s}")
+        for name in ("max_queue_delay_s", "inject_delay_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: expected seconds >= 0, got {value}")
+        if not (math.isfinite(self.load_window_s) and self.load_window_s > 0):
+            raise ValueError(f"load_window_s: expected seconds > 0, got {self.load_window_s}")
         if self.max_inflight_per_peer is not None and self.max_inflight_per_peer < 1:
             raise ValueError(f"max_inflight_per_peer: expected >= 1 or None, got "
                              f"{self.max_inflight_per_peer}")

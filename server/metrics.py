@@ -9,6 +9,8 @@ Exported, each in its own registry per server (several servers may share a proce
 ``opss_server_queue_wait_seconds``  histogram  time an admitted Infer/Probe waited for a slot
 ``opss_server_received_bytes_total`` counter   tensor/probe payload bytes received, by method
 ``opss_server_compute_seconds``     histogram  server-part compute time per Infer, by ``model``
+``opss_server_batch_size``          histogram  calls computed together per batch, by ``model``
+                                               (dynamic batching only)
 ``opss_server_inflight_calls``      gauge      Infer/Probe calls holding a slot
 ``opss_server_queued_calls``        gauge      calls waiting in the admission queue
 ``opss_server_open_streams``        gauge      Infer/Probe calls open (reading, queued or running)
@@ -18,7 +20,11 @@ Exported, each in its own registry per server (several servers may share a proce
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -45,6 +51,8 @@ class ServerMetrics:
         self.compute = Histogram("opss_server_compute_seconds",
                                  "Server-part compute seconds per Infer call", ["model"],
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("opss_server_batch_size", "Calls computed together per batch",
+                                    ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         for name, doc, fn in (("opss_server_inflight_calls", "Calls holding a slot", inflight),
                               ("opss_server_queued_calls", "Calls waiting for a slot", queued),
                               ("opss_server_open_streams", "Infer/Probe calls open", open_streams),
@@ -68,3 +76,43 @@ class ServerMetrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+@dataclass(frozen=True)
+class RecentLoad:
+    """A model's recent load: mean queue wait and compute (seconds) of the calls that finished
+    in the last ``window_s`` seconds (0 and 0 when none did)."""
+
+    queue_s: float
+    compute_s: float
+    calls: int
+    window_s: float
+
+
+class LoadTracker:
+    """Queue wait and compute of each model's recent Infer calls, over a sliding window (the
+    load that ListModels and every reply report, :class:`RecentLoad`)."""
+
+    def __init__(self, window_s: float = 10.0, max_calls: int = 512,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s, self._max, self._clock = window_s, max_calls, clock
+        self._calls: dict[str, deque[tuple[float, float, float]]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, model: str, queue_s: float, compute_s: float) -> None:
+        with self._lock:
+            calls = self._calls.setdefault(model, deque(maxlen=self._max))
+            calls.append((self._clock(), queue_s, compute_s))
+
+    def recent(self, model: str) -> RecentLoad:
+        with self._lock:
+            calls = self._calls.get(model)
+            since = self._clock() - self.window_s
+            while calls and calls[0][0] < since:
+                calls.popleft()
+            rows = list(calls or ())
+        if not rows:
+            return RecentLoad(0.0, 0.0, 0, self.window_s)
+        n = len(rows)
+        return RecentLoad(sum(r[1] for r in rows) / n, sum(r[2] for r in rows) / n, n,
+                          self.window_s)

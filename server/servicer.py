@@ -23,6 +23,12 @@ with the stream timeouts), checks it, then takes a slot (:class:`~opss.server.ad
 FIFO with a bounded wait and a cap per peer) and holds it until its status is sent.
 Every call ends with a reply or an error status and exactly one log line; client strings
 in it are escaped and bounded (:mod:`opss.server.limits`).
+
+An Infer call's server part runs tensor by tensor as they arrive (:class:`_ComputeWorker`),
+or, with dynamic batching on (``max_batch`` > 1) and a batchable model, once all its tensors
+are in, together with other calls of the same partition (:class:`_BatchedCompute` over
+:class:`~opss.server.batching.DynamicBatcher`). Every reply and ListModels carry the model's
+recent load (:class:`~opss.server.metrics.LoadTracker`).
 """
 
 from __future__ import annotations
@@ -50,9 +56,10 @@ from opss.v1 import opss_pb2
 from opss.wire import WIRE_DTYPES, Reassembler, chunk_from_proto, dtype_from_proto, tensor_to_proto
 
 from .admission import RETRY_PUSHBACK_KEY, Admission, Busy, ClientGone, Slot, peer_host
+from .batching import BatchJob, DynamicBatcher
 from .config import ServerConfig
 from .limits import bound_detail, check_identifier, check_identifiers, escape
-from .metrics import ServerMetrics
+from .metrics import LoadTracker, RecentLoad, ServerMetrics
 from .store import ModelStore, synchronize
 from .streams import StreamReader, StreamTimeout
 
@@ -187,6 +194,13 @@ class InferenceServicer:
                                      queued=lambda: self.admission.queued,
                                      open_streams=lambda: self.open_streams,
                                      ready=lambda: float(self.ready.is_set()))
+        self.load = LoadTracker(config.load_window_s)
+        self.batcher = None
+        if config.max_batch > 1:
+            self.batcher = DynamicBatcher(
+                config.max_batch, config.max_queue_delay_s, self._compute, self.device,
+                on_batch=lambda model, n: self.metrics.batch_size.labels(model).observe(n),
+                extra_s=config.inject_delay_s)
 
     @property
     def inflight(self) -> int:
@@ -332,7 +346,16 @@ class InferenceServicer:
             if m.server_time_s:
                 info.server_time_s.update(m.server_time_s)
                 info.profile_granularity = opss_pb2.LAYER
+            info.load.CopyFrom(self._load_of(name))
+            info.max_batch = self.config.max_batch if m.batch_refusal is None else 1
+            info.batch_refusal = m.batch_refusal or ""
         return reply
+
+    def _load_of(self, model: str) -> opss_pb2.ServerLoad:
+        r: RecentLoad = self.load.recent(model)
+        return opss_pb2.ServerLoad(queue_s=r.queue_s, compute_s=r.compute_s, calls=r.calls,
+                                   window_s=r.window_s, inflight=self.admission.inflight,
+                                   queued=self.admission.queued)
 
     def _probe(self, reader: StreamReader, context, call: _Call):
         first = reader.next()
@@ -375,7 +398,13 @@ class InferenceServicer:
         # the image forms of the input only when the client named the preprocessing it used
         image_inputs = (part.graph.input_id,) if op.preprocess else ()
         reassembler = Reassembler(part.inputs, wire, image_inputs=image_inputs)
-        worker = _ComputeWorker(part.session(), self.device, self._compute, t0)
+        if (self.batcher is not None and part.vertices
+                and self.store.get(op.model).batch_refusal is None):
+            worker = _BatchedCompute(self.batcher, (op.model, granularity, part.vertices), part,
+                                     op.model, t0, call, reader)
+        else:
+            worker = _ComputeWorker(part.session(), self.device, self._compute, t0,
+                                    self.config.inject_delay_s)
         try:
             tensors, first_byte, last_byte = _receive(reader, reassembler, worker, t0, rec)
             reassembler.finish()
@@ -386,13 +415,17 @@ class InferenceServicer:
         timings = _server_timings(tensors, open_unix=open_unix, first_byte=first_byte,
                                   last_byte=last_byte, reply=time.perf_counter() - t0,
                                   setup=setup_s, bytes_in=reassembler.bytes_received)
+        timings.batch_size, timings.batch_wait_s = worker.batch_size, worker.batch_wait_s
         rec.timings.update(setup=setup_s, first_byte=timings.first_byte_s,
                            last_byte=timings.last_byte_s, queue=timings.queue_s,
                            compute=timings.compute_s, overlap=timings.overlap_s,
                            reply=timings.reply_s)
         self.metrics.compute.labels(op.model).observe(timings.compute_s)
+        self.load.record(op.model, rec.timings.get("admission", 0.0) + timings.queue_s,
+                         timings.compute_s)
         return opss_pb2.InferReply(request_id=rec.request_id, output=tensor_to_proto(output),
-                                   timings=timings, device=str(self.device), cut=cut)
+                                   timings=timings, device=str(self.device), cut=cut,
+                                   load=self._load_of(op.model))
 
     def _validate_open(self, first, rec: _CallLog) -> tuple[opss_pb2.InferOpen, str, str]:
         """Check the call's first message, the ``open``: ``(open, granularity, wire dtype)``."""
@@ -514,9 +547,12 @@ class _ComputeWorker:
     """
 
     _STOP = object()
+    batch_size = 1
+    batch_wait_s = 0.0
 
     def __init__(self, session, device: torch.device, compute: threading.Semaphore,
-                 t0: float) -> None:
+                 t0: float, extra_s: float = 0.0) -> None:
+        self._extra_s = extra_s  # injected compute delay, once per call (tests)
         self._session = session
         self._device = device
         self._compute = compute
@@ -571,7 +607,62 @@ class _ComputeWorker:
                     with torch.no_grad():
                         ran = self._session.feed(name, tensor.to(self._device))
                     synchronize(self._device)
+                    if self._extra_s:
+                        time.sleep(self._extra_s)
+                        self._extra_s = 0.0
                     a.compute_s = time.perf_counter() - start
                 a.vertices_run = len(ran)
             except BaseException as e:  # surfaced to the gRPC thread by check()/close()
                 self._error = e
+
+
+class _BatchedCompute:
+    """One request's server part computed in a dynamic batch, with :class:`_ComputeWorker`'s
+    interface: the tensors are kept as they arrive; :meth:`close` (all arrived) queues them
+    in the partition's lane and waits for the batch, within the call's deadline and while
+    its client is there."""
+
+    def __init__(self, batcher: DynamicBatcher, key, part, model: str, t0: float, call: _Call,
+                 reader: StreamReader) -> None:
+        self._batcher, self._key, self._part, self._model = batcher, key, part, model
+        self._t0, self._call, self._reader = t0, call, reader
+        self._inputs: dict[str, torch.Tensor] = {}
+        self._last: _Arrival | None = None
+        self._job: BatchJob | None = None
+        self.batch_size, self.batch_wait_s = 0, 0.0
+
+    def submit(self, name: str, tensor: torch.Tensor, arrival: _Arrival) -> None:
+        self._inputs[name] = tensor
+        self._last = arrival
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        job = self._job = self._batcher.submit(self._key, self._part, self._inputs, self._model)
+        while not job.done.wait(0.05):
+            if self._call.gone.is_set():
+                raise ClientGone("client went away while its call waited for its batch")
+            if time.monotonic() > self._reader.deadline:
+                raise StreamTimeout(f"call still open after {self._reader.total_s:g} s (the call "
+                                    f"deadline, stream_timeout_s), waiting for its batch")
+        if job.error is not None:
+            raise job.error
+        if job.output is None:
+            raise ClientGone("call cancelled while waiting for its batch")
+        a = self._last
+        if a is not None:
+            a.queue_s = job.started - job.queued
+            a.compute_start_s = job.started - self._t0
+            a.compute_s = job.compute_s
+            a.vertices_run = len(self._part.vertices)
+        self.batch_size, self.batch_wait_s = job.batch_size, job.formed_s
+
+    def stop(self) -> None:
+        if self._job is not None and not self._job.done.is_set():
+            self._batcher.cancel(self._job)
+
+    def result(self) -> torch.Tensor:
+        if self._job is None or self._job.output is None:
+            raise WireError("every expected tensor arrived but the server part is not done")
+        return self._job.output

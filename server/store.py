@@ -55,6 +55,8 @@ class LoadedModel:
     graphs: dict[str, Any] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
     server_time_s: dict[str, float] = field(default_factory=dict)
+    #: why calls of this model are not batched (None: they are, when batching is on)
+    batch_refusal: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -100,6 +102,13 @@ class ModelStore:
         graph = self.graph(loaded, "layer")
         self.graph_hash(loaded, "layer")
         part, _ = self.server_part(loaded.name, "layer", client_set=(graph.input_id,))
+        if self.config.max_batch > 1:
+            from opss.split import batch_refusal
+
+            why = batch_refusal(graph, batch=min(2, self.config.max_batch), seed=self.config.seed)
+            loaded.batch_refusal = None if why is None else f"{loaded.name} is not batched: {why}"
+            if why is not None:
+                log.warning("%s: serving its calls one at a time", loaded.batch_refusal)
         for _ in range(self.config.warmup_runs):
             with torch.no_grad():
                 part.run({graph.input_id: loaded.example})

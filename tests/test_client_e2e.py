@@ -78,6 +78,7 @@ def test_every_strategy_and_a_mid_cut_verify_over_grpc(server, name):
         s.close()
 
 
+@pytest.mark.timing
 def test_probe_fits_the_throttled_link(server):
     rate = 2e6 / 8  # 2 Mbit/s
     s = _session(server, "googlenet", strategy="co", link="auto", throttle=rate, probe_budget_s=0.25)
@@ -94,6 +95,7 @@ def test_probe_fits_the_throttled_link(server):
 PIPE_CLIENT = ("x", "towers_0_stage1_2", "towers_0_stage1_3", "towers_1_stage1_2", "towers_1_stage1_3")
 
 
+@pytest.mark.timing
 def test_pipelining_is_real_and_beats_po_on_the_same_cut(server):
     from opss.latency import predict
     from opss.link import LinkModel
@@ -120,10 +122,13 @@ def test_pipelining_is_real_and_beats_po_on_the_same_cut(server):
         po_ex = Execution("po", sp, topo, False, False, model_name="alexnet_parallel", fingerprint=s.fingerprint)
         ref = s.reference(x)
         lat = {"opss": [], "po": []}
-        for _ in range(3):
+        # paced (each client vertex takes exactly its slowed-down profile time), so a busy
+        # machine cannot stretch one arm's compute more than the other's
+        pace = {v: slowdown * f[v] for v in sp.client_set}
+        for _ in range(5):
             for key, ex in (("opss", opss_ex), ("po", po_ex)):
                 res = run_inference(ex, x, s.transport, throttle=TokenBucket(rate), threads=s.threads,
-                                    slowdown=slowdown)
+                                    pace=pace)
                 assert res.timeline.where == "cooperative", res.timeline.note
                 torch.testing.assert_close(res.output, ref)
                 lat[key].append(res.latency)
@@ -193,6 +198,7 @@ def test_server_stopped_mid_run_then_restarted_on_the_same_port():
             second.stop(0).wait(5)
 
 
+@pytest.mark.timing
 def test_bandwidth_drift_replans_between_runs(server):
     # co on alexnet_parallel uploads its 47.6 kB input; probe at 4 Mbit/s, then the link
     # halves: the estimator sees it from the real transfers and the session re-plans
@@ -253,12 +259,14 @@ def test_the_grpc_call_opens_with_the_cut_and_the_server_checks_it(server):
             call = transport.open(CallHeader(request_id=f"cut-{ok}", model="resnet18",
                                              fingerprint=models.fingerprint(model), client_set=("x",), cut=cut,
                                              wire_dtype="float32"), timeout=60)
-            for chunk in call.chunks("x", x):
-                call.push(chunk)
             if ok:
+                for chunk in call.chunks("x", x):
+                    call.push(chunk)
                 torch.testing.assert_close(call.finish().output, model(x))
-            else:
+            else:  # refused as soon as the header is read: at a later push or at the finish
                 with pytest.raises(CallFailed, match="cut mismatch"):
+                    for chunk in call.chunks("x", x):
+                        call.push(chunk)
                     call.finish()
     finally:
         transport.close()

@@ -122,6 +122,7 @@ def _scaled(profile: Profile, factor: float) -> Profile:
         for v, st in profile.vertices.items()})
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(("factor", "verdict"), [(0.1, "slower"), (20.0, "faster")])
 def test_a_profile_that_no_longer_matches_the_measured_compute_is_reported(user_model, factor, verdict):
     probe = _session(user_model, strategy="lo")

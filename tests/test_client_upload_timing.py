@@ -148,6 +148,7 @@ class _LaggingTransport(InProcessTransport):
         return call
 
 
+@pytest.mark.timing
 def test_run_inference_moves_each_upload_end_to_the_reported_arrival():
     model = models.get_model(NAME)
     x = models.example_input(NAME, small=True)
@@ -185,6 +186,7 @@ def grpc_server():
     handle.stop(0).wait(5)
 
 
+@pytest.mark.timing
 def test_grpc_reply_carries_arrivals_and_paced_uploads_measure_the_bucket_rate(grpc_server):
     rate = 500_000.0  # bytes/s: the sender's token bucket paces the pushes
     cfg = ClientConfig(model="alexnet", server=f"127.0.0.1:{grpc_server.port}", strategy="co", link="auto",

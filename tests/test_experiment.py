@@ -16,7 +16,8 @@ from opss.lab.experiment import RUN_FIELDS, summarize
 from opss.lab.testbed import leftovers
 
 
-def _write_runs(path: Path, latencies: dict) -> None:
+def _write_runs(path: Path, latencies: dict, shared: dict | None = None) -> None:
+    shared = shared or {}
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
         w.writeheader()
@@ -24,7 +25,13 @@ def _write_runs(path: Path, latencies: dict) -> None:
             for i, lat in enumerate(lats, 1):
                 w.writerow({"model": "m", "link": "4g", "nominal_mbps": 5.85, "strategy": strategy, "run": i,
                             "latency_s": lat, "predicted_s": pred, "server_s": 0.01, "where": "cooperative",
-                            "verified": True, "cut_bytes": 10, "client_vertices": k + 1, "cut": "x"})
+                            "verified": True, "cut_bytes": 10, "client_vertices": k + 1, "cut": "x",
+                            "shared_with": shared.get(strategy, "")})
+
+
+def _cells(text: str, strategy: str) -> list[str]:
+    row = next(line for line in text.splitlines() if line.startswith("| 4g | m | " + strategy))
+    return [c.strip() for c in row.split("|")]
 
 
 def test_summary_medians_and_speedups_match_a_recomputation(tmp_path):
@@ -35,12 +42,48 @@ def test_summary_medians_and_speedups_match_a_recomputation(tmp_path):
     po = statistics.median([0.41, 0.39, 0.40, 0.45])
     opss = statistics.median([0.31, 0.29, 0.30])
     best = min(statistics.median([0.50, 0.52, 0.49]), statistics.median([0.9, 1.1, 1.0]))
-    row = next(line for line in text.splitlines() if "| opss |" in line)
-    cells = [c.strip() for c in row.split("|")]
+    cells = _cells(text, "opss |")
     assert cells[6] == f"{opss * 1e3:.1f}"
-    assert cells[10] == f"{po / opss:.2f}x"
-    assert cells[11] == f"{best / opss:.2f}x"
+    assert cells[10].startswith(f"{po / opss:.2f}x [")
+    assert cells[11].startswith(f"{best / opss:.2f}x [")
     assert (tmp_path / "summary.md").exists() and (tmp_path / "experiment_latency.png").stat().st_size > 0
+
+
+def test_summary_ratios_carry_bootstrap_intervals_and_shared_plans_read_equal(tmp_path):
+    import random
+
+    from opss.stats import bootstrap_groups_ci, ratio_ci
+
+    rng = random.Random(1)
+    drift = [1 + 0.3 * rng.random() for _ in range(12)]  # a slow machine drift, the same for every arm
+    lo = [0.50 * d for d in drift]
+    co = [0.52 * d * (1 + 0.3 * rng.random()) for d in drift]
+    po = [0.40 * d * (1 + 0.2 * rng.random()) for d in drift]
+    opss = [0.40 * d * (1 + 0.2 * rng.random()) for d in drift]  # the same distribution as po: n.s.
+    joint = [0.25 * d for d in drift]  # clearly faster
+    lat = {("lo", 0.5): lo, ("co", 0.5): co, ("po", 0.4): po, ("opss", 0.4): opss, ("joint", 0.3): joint}
+    _write_runs(tmp_path / "runs.csv", lat)
+    text = summarize(tmp_path)
+    r, a, b = ratio_ci(po, opss)
+    assert a <= 1.0 <= b
+    assert _cells(text, "opss")[10] == f"{r:.2f}x [{a:.2f}, {b:.2f}] n.s."
+    r, a, b = ratio_ci(po, joint)
+    assert a > 1.0 and _cells(text, "joint")[10] == f"{r:.2f}x [{a:.2f}, {b:.2f}]"
+    best = bootstrap_groups_ci([lo, co, joint], lambda x, y, z: min(statistics.median(x), statistics.median(y))
+                               / statistics.median(z))
+    assert _cells(text, "joint")[11] == (f"{statistics.median(lo) / statistics.median(joint):.2f}x "
+                                         f"[{best[0]:.2f}, {best[1]:.2f}]")
+    assert _cells(text, "po")[10] == "ref" and _cells(text, "lo")[11] == "ref"
+    # measured once and shared: opss ran po's plan, po ran lo's
+    lat[("opss", 0.4)] = po
+    _write_runs(tmp_path / "runs.csv", lat, shared={"opss": "po"})
+    text = summarize(tmp_path)
+    assert _cells(text, "opss (= po plan)")[10] == "= po"
+    lat[("po", 0.4)] = lat[("opss", 0.4)] = lo
+    _write_runs(tmp_path / "runs.csv", lat, shared={"po": "lo", "opss": "lo"})
+    text = summarize(tmp_path)
+    assert _cells(text, "po (= lo plan)")[11] == "= lo" and _cells(text, "opss (= po plan)")[10] == "= po"
+    assert _cells(text, "lo (= po plan)")[10] == "= po"
 
 
 def test_cli_refuses_without_root_in_one_line(tmp_path):
@@ -105,3 +148,29 @@ def test_server_killed_mid_experiment_leaves_nothing_behind(tmp_path):
     assert proc.returncode != 0, "".join(lines) + rest
     assert "Traceback" not in rest and "opss-server exited" in rest, rest
     assert not [x for x in leftovers() if str(proc.pid) in x], leftovers()
+
+
+@pytest.mark.root
+def test_sigkilled_namespace_run_is_cleaned_up_by_cleanup(tmp_path):
+    """A SIGKILLed driver cannot clean up; its state files let --cleanup remove namespace, veth and cgroup."""
+    state = tmp_path / "state"
+    proc = _experiment(tmp_path / "out", "--runs", "50", "--state-dir", str(state), "--subnet", "10.77.6.0/30",
+                       "--port", "50072")
+    deadline = time.monotonic() + 300
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "link 4g:" in line:
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    mine = [x for x in leftovers() if str(proc.pid) in x]
+    assert any(x.startswith("netns") for x in mine) and any(x.startswith("cgroup") for x in mine), mine
+    assert len(list(state.glob("*.json"))) == 2  # the testbed's and the cgroup's
+    proc.kill()
+    proc.wait()
+    assert [x for x in leftovers() if str(proc.pid) in x] == mine  # nothing restored itself
+    done = subprocess.run([sys.executable, "-m", "opss", "experiment", "--cleanup", "--state-dir", str(state)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "namespace" in done.stdout and "cgroup" in done.stdout, done
+    assert not [x for x in leftovers() if str(proc.pid) in x], leftovers()
+    assert not list(state.glob("*.json"))

@@ -36,6 +36,7 @@ def small():
     return shape, lg, prof
 
 
+@pytest.mark.timing
 def test_profile_covers_every_vertex_with_sane_stats(small):
     shape, lg, prof = small
     assert set(prof.vertices) == {n.id for n in lg.nodes}

@@ -121,6 +121,7 @@ def _serves(stub, net: Model, seed: int = 3, timeout: float = 20) -> float:
 
 # --- 1. slowloris: idle streams hold nothing for long ---------------------------------------------
 
+@pytest.mark.timing
 def test_idle_streams_are_released_within_the_timeouts_while_good_requests_are_served(
         make_server, net) -> None:
     h = make_server(first_message_timeout_s=1.0, idle_timeout_s=1.0)  # max_inflight 8, the default
@@ -205,6 +206,7 @@ def _session(address: str, net: Model):
                          client_profile=costs, server_profile=costs, out=None, err=None)
 
 
+@pytest.mark.timing
 def test_sixteen_clients_get_fair_shares_with_the_default_settings(make_server, net) -> None:
     """16 opss-client sessions x 20 inferences against a server with default limits (8 slots):
     every inference is served, or refused with RESOURCE_EXHAUSTED and run locally after the
@@ -246,6 +248,7 @@ def test_sixteen_clients_get_fair_shares_with_the_default_settings(make_server, 
     assert sum(served) >= 0.5 * 16 * 20, served  # the server did serve most of the work
 
 
+@pytest.mark.timing
 def test_a_call_waits_in_the_fifo_queue_then_a_refusal_carries_the_retry_hint(make_server,
                                                                                 net) -> None:
     from opss.client.grpc_transport import GrpcTransport
@@ -400,6 +403,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
+@pytest.mark.timing
 def test_idle_connections_are_closed_after_the_configured_idle_time(make_server, net) -> None:
     h = make_server(connection_idle_s=1.0, handshake_timeout_s=1.0)
     raw = [socket.create_connection(("127.0.0.1", h.port)) for _ in range(40)]  # no handshake

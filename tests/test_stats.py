@@ -87,3 +87,50 @@ def test_bootstrap_ci_brackets_the_median_and_narrows_with_more_samples():
     assert bootstrap_ci([4.0]) == (4.0, 4.0)
     assert all(x != x for x in bootstrap_ci([]))
     assert bootstrap_ci(few, seed=5) == bootstrap_ci(list(few), seed=5)  # seeded: reproducible
+
+
+def _exact_bootstrap(groups, stat):
+    """Every equally likely paired resample of the rounds (n**n of them), brute force."""
+    import itertools
+
+    n = len(groups[0])
+    return sorted(stat(*[[g[i] for i in idx] for g in groups]) for idx in itertools.product(range(n), repeat=n))
+
+
+def test_paired_ratio_ci_matches_the_exact_bootstrap_distribution():
+    from opss.stats import ratio_ci
+
+    po = [1.00, 1.30, 0.90, 1.10, 1.25]
+    x = [0.80, 1.00, 0.85, 0.70, 0.95]
+    exact = _exact_bootstrap([po, x], lambda a, b: median(a) / median(b))  # 3125 resamples
+    ratio, lo, hi = ratio_ci(po, x, resamples=20000, seed=3)
+    assert ratio == median(po) / median(x)
+    # the Monte Carlo endpoints sit between the exact distribution's 1.5 / 3.5 % and 96.5 / 98.5 % points
+    q = lambda f: exact[int(f * len(exact))]  # noqa: E731
+    assert q(0.015) <= lo <= q(0.035), (lo, q(0.015), q(0.035))
+    assert q(0.965) <= hi <= q(0.985), (hi, q(0.965), q(0.985))
+
+
+def test_pairing_removes_a_drift_that_hits_both_arms():
+    from opss.stats import excludes_one, ratio_ci
+
+    drift = [1.0, 1.4, 0.8, 1.6, 1.1, 0.7, 1.3, 0.9, 1.5, 1.2]
+    po = [d * 1.10 for d in drift]  # x is 10 % faster than po in every round
+    x = list(drift)
+    paired = ratio_ci(po, x)
+    apart = ratio_ci(po, x, paired=False)
+    assert paired[1] == pytest.approx(1.10) and paired[2] == pytest.approx(1.10)  # every resample: the same ratio
+    assert excludes_one(*paired[1:]) and not excludes_one(*apart[1:])
+
+
+def test_ratio_ci_of_identical_runs_contains_one_and_groups_check_lengths():
+    from opss.stats import bootstrap_groups_ci, excludes_one, ratio_ci
+
+    runs = [0.31, 0.29, 0.35, 0.30, 0.33]
+    r, lo, hi = ratio_ci(runs, list(reversed(runs)))
+    assert r == 1.0 and lo <= 1.0 <= hi and not excludes_one(lo, hi)
+    with pytest.raises(ValueError):
+        bootstrap_groups_ci([[1.0, 2.0], [1.0]], lambda a, b: 1.0)
+    assert all(math.isnan(v) for v in bootstrap_groups_ci([[1.0], []], lambda a, b: 1.0, paired=False))
+    # unpaired: each group resampled alone; max/min over singletons is exact
+    assert bootstrap_groups_ci([[2.0], [4.0]], lambda a, b: b[0] / a[0], paired=False) == (2.0, 2.0)

@@ -25,7 +25,7 @@ def test_shaped_link_rate_and_cleanup():
     nominal = 5.85e6
     prefix = f"opsst{os.getpid() % 1000}"
     with Testbed(TestbedConfig(rate_bps=nominal, subnet="10.77.1.0/30", prefix=prefix)) as tb:
-        assert tb.shaper in ("wondershaper", "tc-htb")
+        assert tb.shaper in ("wondershaper-htb", "wondershaper-cbq", "tc-htb")
         assert leftovers(prefix), "the namespace and veth should exist while the testbed is open"
         measured = tb.measure_uplink(nbytes=700_000, repeats=3)
     # TCP/IP headers take ~4 % of the shaped rate; 15 % is the tolerance.

@@ -22,6 +22,7 @@ def _send(bucket: TokenBucket, total: int, chunk: int = CHUNK) -> float:
     return sent / (time.perf_counter() - start)
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(("mbit", "megabytes"), [(4.0, 0.75), (20.0, 3.0)])
 def test_token_bucket_delivers_its_rate_within_5_percent(mbit, megabytes):
     rate = mbit * 1e6 / 8
@@ -29,6 +30,7 @@ def test_token_bucket_delivers_its_rate_within_5_percent(mbit, megabytes):
     assert abs(measured - rate) / rate < 0.05, f"expected {rate:.0f} B/s, measured {measured:.0f} B/s"
 
 
+@pytest.mark.timing
 def test_token_bucket_rate_is_shared_by_concurrent_senders():
     rate = 8e6 / 8  # 8 Mbit/s
     bucket = TokenBucket(rate)

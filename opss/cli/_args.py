@@ -39,6 +39,14 @@ def _int_at_least(text: str, low: int, what: str) -> int:
     return value
 
 
+def host_port(text: str) -> str:
+    """``HOST:PORT`` of a server (the host is not resolved here)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:50051), got {text!r}")
+    return text
+
+
 def positive_int(text: str) -> int:
     return _int_at_least(text, 1, "a positive integer")
 

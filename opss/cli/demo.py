@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", default="googlenet", help="zoo model or package.module:factory (default googlenet)")
     p.add_argument("--link", default="4g", help="uplink: 3g, 4g, wifi or a rate such as 10mbit (default 4g)")
-    p.add_argument("--runs", type=positive_int, default=3, help="measured runs per strategy (default 3)")
+    p.add_argument("--runs", type=positive_int, default=5,
+                   help="measured rounds of every strategy (default 5, for the verdict's 95%% intervals)")
     p.add_argument("--client-slowdown", type=slowdown, default=10.0, metavar="X",
                    help="emulate a client X times slower than this CPU (default 10, a Pi-class board)")
     p.add_argument("--wire-dtype", choices=("float32", "float16", "bfloat16"), default="float32",

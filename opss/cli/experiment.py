@@ -3,7 +3,15 @@
 Builds a server network namespace and a shaped veth uplink, runs
 ``opss-server`` inside it and a CPU-limited client worker beside it, and
 writes runs.csv, summary.md and the plots of the seed's Figures 6 and 7 to
-``--out``. Resumable: finished (link, model) points are kept and skipped.
+``--out``; with ``--server HOST:PORT --iface IFACE`` it runs on the client
+machine against a remote opss-server instead, shaping IFACE's egress.
+Resumable: finished (link, model) points are kept and skipped.
+
+Two machines: start ``opss-server --host 0.0.0.0 --models ...`` on the GPU
+machine, then on the client (a Raspberry Pi) ``sudo opss experiment --server
+GPU:50051 --iface wlan0``. The interface's qdisc is restored on exit, errors,
+SIGTERM and Ctrl-C; after a SIGKILL, ``opss experiment --cleanup`` (or the
+next run) restores it from the state file under ``--state-dir``.
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opss.cli._args import positive_int
+from opss.cli._args import host_port, positive_int
+from opss.errors import OpssError
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -29,6 +38,16 @@ def _share(text: str) -> float:
     if not 0.01 <= x <= 64:
         raise argparse.ArgumentTypeError(f"expected a CPU share in [0.01, 64], got {text!r}")
     return x
+
+
+def _gaps(text: str) -> tuple[float, ...]:
+    try:
+        gaps = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        gaps = ()
+    if not gaps or not all(1 <= g <= 1000 for g in gaps):
+        raise argparse.ArgumentTypeError(f"expected comma-separated gaps in [1, 1000] such as 5,20,50, got {text!r}")
+    return gaps
 
 
 def register(subparsers) -> None:
@@ -49,16 +68,27 @@ def register(subparsers) -> None:
     p.add_argument("--runs", type=positive_int, default=20, help="measured runs per strategy and point (default 20)")
     p.add_argument("--out", type=Path, default=Path("docs/results/experiment"),
                    help="output folder (default docs/results/experiment)")
-    p.add_argument("--client-cpu", type=_share, default=0.25,
-                   help="the client's CPU budget in cores, a cgroup quota (default 0.25)")
+    p.add_argument("--client-cpu", type=_share, default=None,
+                   help="the client's CPU budget in cores, a cgroup quota (default 0.25 on one machine, "
+                        "none with --server); below ~0.1 the CFS quota's jitter dominates (see the README)")
     p.add_argument("--cpu-period-us", type=int, default=10_000,
                    help="CFS period of the client's quota in microseconds (default 10000)")
     p.add_argument("--subnet", default="10.77.0.0/30",
                    help="private /30 used only between the testbed's veth ends (default 10.77.0.0/30)")
     p.add_argument("--shaper", choices=("auto", "wondershaper", "tc"), default="auto",
-                   help="auto: wondershaper, falling back to tc HTB (default)")
+                   help="auto: wondershaper in the syntax the installed one speaks, falling back to tc HTB (default)")
+    p.add_argument("--server", type=host_port, default=None,
+                   help="HOST:PORT of a remote opss-server: two-machine mode (needs --iface)")
+    p.add_argument("--iface", default="", help="with --server: the client's interface whose egress is shaped")
+    p.add_argument("--state-dir", type=Path, default=Path("/run/opss"),
+                   help="where what the experiment changed is recorded for --cleanup (default /run/opss)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="restore interfaces and remove namespaces left by an experiment that was killed (root)")
     p.add_argument("--port", type=int, default=50061, help="server port inside the namespace")
     p.add_argument("--small", action="store_true", help="small test inputs (a quick smoke run)")
+    p.add_argument("--client-slowdown", type=_gaps, default=None, metavar="X,Y,...",
+                   help="client/server gaps of the predicted speedup-vs-bandwidth sweep in summary.md "
+                        "(default 5,20,50)")
     p.add_argument("--summarize", action="store_true",
                    help="only rebuild summary.md and the plots from --out/runs.csv (no root needed)")
     p.set_defaults(func=run)
@@ -68,11 +98,22 @@ def run(args: argparse.Namespace) -> int:
     from opss.lab.experiment import ExperimentConfig, run_experiment, summarize
 
     if args.summarize:
-        print(summarize(args.out))
+        print(summarize(args.out, args.client_slowdown))
         return 0
+    if args.cleanup:
+        from opss.lab.shaping import require_root, restore_stale
+
+        require_root("opss experiment --cleanup")
+        lines = restore_stale(args.state_dir)
+        print("\n".join(lines) if lines else f"opss experiment: nothing to clean up in {args.state_dir}")
+        return 0
+    if bool(args.server) != bool(args.iface):
+        raise OpssError("--server and --iface go together: the remote opss-server and the client's interface "
+                        "towards it")
     cfg = ExperimentConfig(models=args.models, links=args.links, strategies=args.strategies, runs=args.runs,
                            out=args.out, client_cpu_share=args.client_cpu, cpu_period_us=args.cpu_period_us,
-                           subnet=args.subnet, shaper=args.shaper, port=args.port, small=args.small)
-    out = run_experiment(cfg)
+                           subnet=args.subnet, shaper=args.shaper, port=args.port, small=args.small,
+                           server=args.server or "", iface=args.iface, state_dir=args.state_dir)
+    out = run_experiment(cfg, gaps=args.client_slowdown)
     print((out / "summary.md").read_text())
     return 0

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     parser.add_argument("--client-slowdown", type=slowdown, default=1.0, metavar="X",
                         help="the client is X >= 1 times slower than its profile: multiply the client "
                              "profile's times by X (model a Pi-class client from a PC profile; default 1.0)")
+    parser.add_argument("--server-wait", type=_wait_ms, default=0.0, metavar="MS",
+                        help="expected queue wait on a loaded server, milliseconds, added to the server "
+                             "term of every plan that offloads (default 0: an idle server)")
     parser.add_argument("--method", default="auto",
                         choices=("auto", "exact", "tree", "pathwise", "topo", "beam"),
                         help="client-order scheduler of opss.sched (default auto)")
@@ -61,6 +64,18 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _wait_ms(text: str) -> float:
+    import math
+
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}") from None
+    if not (math.isfinite(x) and x >= 0):
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
+    return x / 1e3
+
+
 def _ms(x: float) -> str:
     return f"{x * 1e3:.2f}"
 
@@ -68,6 +83,9 @@ def _ms(x: float) -> str:
 def format_table(plans, po_total: float | None = None) -> str:
     head = ["strategy", "client", "cut", "cut bytes", "wire bytes", "codecs", "compute ms", "upload ms", "hidden ms",
             "server ms", "reply ms", "total ms", "vs po", "plan ms", "order"]
+    waits = any(p.predicted.server_wait for p in plans.values())
+    if waits:  # the server term includes the expected wait on a loaded server
+        head.insert(head.index("server ms") + 1, "wait ms")
     rows = [head]
     for name, p in plans.items():
         pr = p.predicted
@@ -78,6 +96,8 @@ def format_table(plans, po_total: float | None = None) -> str:
             _ms(pr.total), f"{po_total / pr.total:.2f}x" if po_total else "-",
             f"{p.seconds_to_plan * 1e3:.1f}", "optimal" if p.optimal_order else ("-" if not p.pipelined else "heur."),
         ])
+        if waits:
+            rows[-1].insert(head.index("wait ms"), _ms(pr.server_wait))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for k, r in enumerate(rows):
@@ -127,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     graph, plans = plan_model(
         args.model, link, strategies, granularity=args.granularity, client_profile=client_prof,
         server_profile=server_prof, client_slowdown=args.client_slowdown, downlink=downlink, method=args.method,
-        layer_graph=layer_graph, wire=wire, startup=startup,
+        layer_graph=layer_graph, wire=wire, startup=startup, server_wait=args.server_wait,
     )
     startup["total_s"] = sum(startup.values())
     po_total = plans["po"].total if "po" in plans else None
@@ -148,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         doc = plans_to_json(args.model, link, plans, granularity=args.granularity,
                             client_slowdown=args.client_slowdown,
                             client_profile=client_prof.device_tag, server_profile=server_prof.device_tag,
-                            startup=startup)
+                            startup=startup,
+                            server_wait=args.server_wait)
         text = json.dumps(doc, indent=1)
         if args.json == "-":
             sys.stdout.write(text + "\n")

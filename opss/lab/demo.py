@@ -17,6 +17,7 @@ would not; the demo says so.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from opss.lab.harness import (
 )
 from opss.plan import STRATEGIES
 
-__all__ = ["demo_arms", "format_table", "run_demo"]
+__all__ = ["demo_arms", "format_table", "run_demo", "verdict"]
 
 
 def format_table(results: dict, link_text: str) -> str:
@@ -42,7 +43,7 @@ def format_table(results: dict, link_text: str) -> str:
     po = results.get("po@raw", results.get("po", {})).get("median_s")  # the paper's partition-only
     base = [r["median_s"] for s, r in results.items() if s.partition("@")[0] in BASELINES]
     best_lo_co = min(base) if base else None
-    head = (f"{'strategy':<10}{'client':>7}{'cut':>5}{'upload kB':>11}{'codecs':>8}{'measured':>11}{'predicted':>11}"
+    head = (f"{'strategy':<10}{'client':>7}{'cut':>5}{'upload kB':>11}{'codecs':>11}{'measured':>11}{'predicted':>11}"
             f"{'error':>8}{'vs po':>8}{'vs best lo/co':>15}{'verify':>8}")
     lines = [f"link {link_text}", head, "-" * len(head)]
     for name, r in results.items():
@@ -52,11 +53,31 @@ def format_table(results: dict, link_text: str) -> str:
         codecs = "+".join(sorted(set(r.get("codecs", {}).values()))) or ("raw" if r["uploads"] else "-")
         lines.append(
             f"{name:<10}{r['client_vertices']:>7}{len(r['cut']) if r['uploads'] else 0:>5}"
-            f"{r.get('wire_bytes', r['cut_bytes']) / 1e3:>11.1f}{codecs:>8}"
+            f"{r.get('wire_bytes', r['cut_bytes']) / 1e3:>11.1f}{codecs:>11}"
             f"{r['median_s'] * 1e3:>9.1f}ms{r['predicted_s'] * 1e3:>9.1f}ms"
             f"{err:>+7.1f}%{vs_po:>8}{vs_best:>15}{'ok' if r['verified'] else 'FAILED':>8}"
+            + (f"  (= {r['same_plan_as']} plan, measured once)" if r.get("same_plan_as") else "")
         )
     return "\n".join(lines)
+
+
+def verdict(results: dict, arm: str = "joint") -> str:
+    """How ``arm`` compares with the best of lo/co and with the paper's partition-only,
+    as ratios of medians with 95 % bootstrap intervals over the interleaved rounds
+    ("n.s.": the interval contains 1.0, the difference is not shown to be real)."""
+    from opss.stats import best_ratio_ci, ratio_ci, ratio_text
+
+    if arm not in results:
+        return ""
+    mine = results[arm]["runs_s"]
+    base = [results[s]["runs_s"] for s in results if s.partition("@")[0] in BASELINES]
+    parts = []
+    if base:
+        parts.append(f"vs the best of lo/co {ratio_text(*best_ratio_ci(base, mine))}")
+    po = "po@raw" if "po@raw" in results else "po"
+    if po in results and po != arm:
+        parts.append(f"vs the paper's {po} {ratio_text(*ratio_ci(results[po]['runs_s'], mine))}")
+    return f"{arm} speedup (ratio of medians [95% CI]): " + "; ".join(parts) if parts else ""
 
 
 def _sayer(out: TextIO | None) -> Callable[[str], None]:
@@ -75,7 +96,7 @@ def demo_arms(strategies: tuple[str, ...], codecs: str) -> tuple[str, ...]:
 def run_demo(
     model: str = "googlenet",
     link: str = "4g",
-    runs: int = 3,
+    runs: int = 5,
     client_slowdown: float = 1.0,
     small: bool = False,
     *,
@@ -108,7 +129,7 @@ def run_demo(
     say(f"opss demo: {model} at {list(shape)}, uplink {link} ({fixed.mbps:.2f} Mbps, "
         f"token bucket in the sender), client {client_slowdown:g}x slower than this CPU (1 thread), "
         f"in-process server on 127.0.0.1; input {image or 'grace_hopper.jpg (matplotlib sample)'}, "
-        f"{len(photo[1].data) / 1e3:.1f} kB file; codecs {codecs}")
+        f"{len(photo[1].data) / 1e3:.1f} kB file; codecs {codecs}; load average {os.getloadavg()[0]:.1f}")
     server = start_server(model, small, seed, fresh_profiles)
     session = raw = None
     arms = demo_arms(strategies, codecs)
@@ -124,7 +145,7 @@ def run_demo(
         for name in strategies:
             say(session.describe_plan(name))
         results = measure_strategies(session, arms, runs, seed=seed, say=say, image=photo,
-                                     variants={"raw": raw} if raw is not None else None)
+                                     variants={"raw": raw} if raw is not None else None, share_identical=True)
         _report(say, results, f"{link} ({fixed.mbps:.2f} Mbps), {runs} runs each, medians", t_start)
         return results
     finally:
@@ -151,6 +172,8 @@ def _report(say: Callable[[str], None], results: StrategyResults, link_text: str
     """The table and the verdict line after the runs."""
     say("")
     say(format_table(results, link_text))
+    if line := verdict(results):
+        say(line)
     ok = all(r["verified"] for r in results.values())
     say(f"verify: {'every output equals the local full model' if ok else 'MISMATCH'}; "
         f"client and server share this machine's CPU; {time.perf_counter() - t_start:.0f}s in all")

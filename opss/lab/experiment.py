@@ -24,6 +24,7 @@ against bandwidth (1–100 Mbps, from the worker's profiles and link fit).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -35,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opss.errors import OpssError
-from opss.lab.harness import BASELINES, measure_strategies, open_session
+from opss.lab.harness import BASELINES, measure_strategies, open_session, same_plan_groups
 from opss.plan import STRATEGIES
-from opss.stats import median, p90
+from opss.stats import best_ratio_ci, median, p90, ratio_ci, ratio_text
 
 DEFAULT_MODELS = ("alexnet_parallel", "googlenet", "multistream", "randwire", "resnet18", "mobilenet_v2")
 DEFAULT_LINKS = ("3g", "4g", "wifi")
@@ -46,7 +47,9 @@ SWEEP_MBPS = (1, 1.5, 2, 3, 4, 5.85, 8, 12, 18.88, 25, 35, 50, 70, 100)
 RUN_FIELDS = ("model", "link", "nominal_mbps", "strategy", "run", "latency_s", "predicted_s",
               "client_compute_s", "upload_s", "hidden_upload_s", "server_s", "after_upload_s",
               "pred_client_compute_s", "pred_upload_s", "pred_hidden_upload_s", "pred_server_s",
-              "pred_reply_s", "cut_bytes", "cut", "client_vertices", "where", "verified")
+              "pred_reply_s", "cut_bytes", "cut", "client_vertices", "where", "verified", "shared_with")
+
+PLAN_FIELDS = ("model", "link", "strategy", "seconds_to_plan", "predicted_s", "link_b", "link_c", "shared_with")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class ExperimentConfig:
     strategies: tuple[str, ...] = STRATEGIES
     runs: int = 20
     out: Path = Path("docs/results")
-    client_cpu_share: float = 0.25  # cores, a cgroup quota (``--client-cpu``)
+    #: cores, a cgroup quota (``--client-cpu``); None: 0.25 on one machine, no quota in two-machine mode
+    client_cpu_share: float | None = None
     cpu_period_us: int = 10_000
     subnet: str = "10.77.0.0/30"
     shaper: str = "auto"
@@ -65,6 +69,9 @@ class ExperimentConfig:
     server_profile: str = "build"
     timeout_s: float = 120.0
     extra_server_args: tuple[str, ...] = field(default=())
+    server: str = ""  # HOST:PORT of a remote opss-server: two-machine mode (``--server``)
+    iface: str = ""  # the client's interface towards it, whose egress is shaped (``--iface``)
+    state_dir: Path = Path("/run/opss")  # what was changed, for ``--cleanup`` after a SIGKILL
 
 
 # --------------------------------------------------------------------------- the worker (client side)
@@ -83,15 +90,20 @@ def worker_main(argv: list[str] | None = None) -> int:
                            link="auto", small=args["small"], fresh_profile=True, progress=False, threads=1,
                            timeout=args["timeout_s"])
     try:
-        print(json.dumps(_meta(session)), flush=True)
-        measure_strategies(session, strategies, args["runs"],
-                           on_run=lambda name, rep: print(json.dumps(_run_record(session, name, rep)), flush=True))
+        if args.get("require_server") and session.server_info is None:
+            raise OpssError(f"no opss-server serving {args['model']} answers at {args['server']} "
+                            "(start it there with --host 0.0.0.0 --models ...)")
+        groups = same_plan_groups({name: (session, name) for name in strategies})
+        print(json.dumps(_meta(session, groups)), flush=True)
+        measure_strategies(session, strategies, args["runs"], share_identical=True,
+                           on_run=lambda name, rep: print(json.dumps(_run_record(session, name, rep, groups)),
+                                                          flush=True))
     finally:
         session.close()
     return 0
 
 
-def _meta(session) -> dict:
+def _meta(session, groups: dict[str, str]) -> dict:
     """The worker's first line: the link fit, the graph, both profiles and every plan."""
     from opss.problem import costs_of
 
@@ -101,15 +113,17 @@ def _meta(session) -> dict:
     return {"kind": "meta", "link_b": link.b, "link_c": link.c, "graph": session.plan_graph.to_json(),
             "client_f": costs, "server_s": server,
             "plans": {name: {"seconds_to_plan": p.seconds_to_plan, "predicted": p.predicted.to_json(),
-                             "cut_bytes": p.cut_bytes, "client": len(p.client)}
+                             "cut_bytes": p.cut_bytes, "client": len(p.client),
+                             "shared_with": groups[name] if groups[name] != name else ""}
                       for name, p in session.plans.items()}}
 
 
-def _run_record(session, name: str, rep) -> dict:
-    """One measured run as a line of runs.csv: its terms beside the prediction's."""
+def _run_record(session, name: str, rep, groups: dict[str, str]) -> dict:
+    """One measured run as a line of runs.csv: its terms beside the prediction's. A strategy whose
+    plan is identical to an earlier one's gets that one's run (``shared_with`` names it)."""
     terms = rep.result.timeline.terms()
-    pred = rep.predicted
     plan = session.plans[name]
+    pred = plan.predicted
     return {
         "kind": "run", "strategy": name, "latency_s": rep.latency, "predicted_s": pred.total,
         "client_compute_s": terms["client_compute"], "upload_s": terms["upload"],
@@ -118,7 +132,8 @@ def _run_record(session, name: str, rep) -> dict:
         "pred_upload_s": pred.upload, "pred_hidden_upload_s": pred.hidden_upload,
         "pred_server_s": pred.server, "pred_reply_s": pred.reply, "cut_bytes": plan.cut_bytes,
         "cut": " ".join(plan.cut), "client_vertices": len(plan.client),
-        "where": rep.result.timeline.where, "verified": bool(rep.verify_ok)}
+        "where": rep.result.timeline.where, "verified": bool(rep.verify_ok),
+        "shared_with": groups[name] if groups[name] != name else ""}
 
 
 # --------------------------------------------------------------------------- the driver (root)
@@ -174,12 +189,18 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
-    """Run every (link, model) point not yet in ``runs.csv``; then summarize. Returns the out dir."""
+def run_experiment(cfg: ExperimentConfig, say=_say, gaps: tuple[float, ...] | None = None) -> Path:
+    """Run every (link, model) point not yet in ``runs.csv``; then summarize. Returns the out dir.
+
+    With ``cfg.server`` (two-machine mode) the client runs here against that
+    remote opss-server, shaping ``cfg.iface``; otherwise the namespace testbed
+    stands in for both machines."""
     from opss.link import link_from_spec
-    from opss.lab.testbed import CpuQuota, Testbed, TestbedConfig, require_root
+    from opss.lab.shaping import require_interface, require_root
 
     require_root("opss experiment")
+    if cfg.server:
+        require_interface(cfg.iface)
     for name in cfg.strategies:
         if name not in STRATEGIES:
             raise OpssError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {name!r}")
@@ -190,49 +211,138 @@ def run_experiment(cfg: ExperimentConfig, say=_say) -> Path:
     rates = {link: link_from_spec(link).b * 8 for link in cfg.links}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs_csv, links_csv, plans_csv = out / "runs.csv", out / "links.csv", out / "plans.csv"
+    runs_csv = out / "runs.csv"
     rows = _read_rows(runs_csv)
     todo = [(link, m) for link in cfg.links for m in cfg.models
             if not _done(rows, m, link, cfg.strategies, cfg.runs)]
     if not todo:
         say(f"opss experiment: every point is already in {runs_csv}; summarizing")
-        summarize(out)
+        summarize(out, gaps)
         return out
     say(f"opss experiment: {len(todo)} of {len(cfg.links) * len(cfg.models)} (link, model) points to run, "
         f"{cfg.runs} runs x {len(cfg.strategies)} strategies each; results append to {runs_csv}")
-    first_rate = rates[todo[0][0]]
-    with Testbed(TestbedConfig(rate_bps=first_rate, subnet=cfg.subnet, shaper=cfg.shaper)) as tb, \
-            CpuQuota(cfg.client_cpu_share, period_us=cfg.cpu_period_us) as quota:
-        say(f"testbed: server namespace {tb.ns} at {tb.server_ip}, client veth {tb.client_if} shaped by "
-            f"{tb.shaper}; client CPU quota {cfg.client_cpu_share:g} core, server pinned to core 1")
-        server_cmd = [*_pinned(1), sys.executable, "-m", "opss.server", "--host", tb.server_ip,
-                      "--port", str(cfg.port), "--models", ",".join(cfg.models), "--device", "cpu",
-                      "--profile", cfg.server_profile, "--log-level", "WARNING", *cfg.extra_server_args]
-        if cfg.small:
-            server_cmd.append("--small")
-        server = tb.spawn_server(server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        say(f"server: {_wait_for_server(server, cfg.timeout_s * 5)}")
-        current = None
+    with contextlib.ExitStack() as stack:
+        bed = stack.enter_context((_RemoteBed if cfg.server else _NamespaceBed)(cfg, rates[todo[0][0]], say))
         bar = _progress(len(todo))
+        current = None
         for link, model in todo:
             if link != current:
-                tb.set_rate(rates[link])
-                measured = tb.measure_uplink(nbytes=max(200_000, int(rates[link] / 8)), repeats=3)
                 current = link
-                _append(links_csv, ("link", "nominal_mbps", "measured_mbps", "shaper", "date"),
-                        {"link": link, "nominal_mbps": rates[link] / 1e6, "measured_mbps": measured / 1e6,
-                         "shaper": tb.shaper, "date": time.strftime("%Y-%m-%d %H:%M")})
-                say(f"link {link}: nominal {rates[link] / 1e6:.2f} Mbit/s, measured {measured / 1e6:.2f} Mbit/s "
-                    f"({tb.shaper})")
-            if server.poll() is not None:
-                raise OpssError(f"opss-server exited (status {server.returncode}) during the experiment")
-            _run_point(cfg, tb, quota, model, link, rates[link], runs_csv, plans_csv, bar)
-            if server.poll() is not None:
-                raise OpssError(f"opss-server exited (status {server.returncode}) while {model} ran at {link}: "
-                                "its runs fell back to local and are marked so in runs.csv")
+                bed.set_link(link, rates[link])
+            bed.check_server()
+            _run_point(cfg, bed, model, link, rates[link], bar)
+            bed.check_server(f" while {model} ran at {link}: its runs fell back to local and are marked so in runs.csv")
         bar.close()
-    summarize(out)
+    summarize(out, gaps)
     return out
+
+
+LINK_FIELDS = ("link", "nominal_mbps", "measured_mbps", "shaper", "date", "measured_by")
+
+
+def _link_row(out: Path, link: str, rate: float, measured: float, shaper: str, by: str, say) -> None:
+    _append(Path(out) / "links.csv", LINK_FIELDS,
+            {"link": link, "nominal_mbps": rate / 1e6, "measured_mbps": measured / 1e6, "shaper": shaper,
+             "date": time.strftime("%Y-%m-%d %H:%M"), "measured_by": by})
+    say(f"link {link}: nominal {rate / 1e6:.2f} Mbit/s, measured {measured / 1e6:.2f} Mbit/s ({shaper}, {by})")
+    if abs(measured - rate) > 0.15 * rate:
+        say(f"warning: link {link} measured {100 * (measured / rate - 1):+.0f} % off its nominal rate: another "
+            f"bottleneck on the path, or the {by} failed (see the worker's messages)")
+
+
+class _NamespaceBed:
+    """One machine: the server in a network namespace pinned to core 1, the client under a CPU quota."""
+
+    def __init__(self, cfg: ExperimentConfig, rate: float, say):
+        self.cfg, self.rate, self.say = cfg, rate, say
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        from opss.lab.testbed import CpuQuota, Testbed, TestbedConfig
+
+        cfg = self.cfg
+        with self.stack:
+            self.tb = tb = self.stack.enter_context(Testbed(TestbedConfig(
+                rate_bps=self.rate, subnet=cfg.subnet, shaper=cfg.shaper, state_dir=cfg.state_dir)))
+            share = cfg.client_cpu_share or 0.25
+            self.quota = self.stack.enter_context(CpuQuota(share, period_us=cfg.cpu_period_us,
+                                                           state_dir=cfg.state_dir))
+            self.say(f"testbed: server namespace {tb.ns} at {tb.server_ip}, client veth {tb.client_if} shaped by "
+                     f"{tb.shaper}; client CPU quota {share:g} core, server pinned to core 1")
+            server_cmd = [*_pinned(1), sys.executable, "-m", "opss.server", "--host", tb.server_ip,
+                          "--port", str(cfg.port), "--models", ",".join(cfg.models), "--device", "cpu",
+                          "--profile", cfg.server_profile, "--log-level", "WARNING", *cfg.extra_server_args]
+            if cfg.small:
+                server_cmd.append("--small")
+            self.server = tb.spawn_server(server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self.say(f"server: {_wait_for_server(self.server, cfg.timeout_s * 5)}")
+            self.address = f"{tb.server_ip}:{cfg.port}"
+            self.stack = self.stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+
+    def set_link(self, link: str, rate: float) -> None:
+        self.tb.set_rate(rate)
+        measured = self.tb.measure_uplink(nbytes=max(200_000, int(rate / 8)), repeats=3)
+        _link_row(self.cfg.out, link, rate, measured, self.tb.shaper, "tcp", self.say)
+
+    def on_meta(self, rec: dict) -> None:
+        pass  # the rate was measured by a TCP transfer into the namespace
+
+    def check_server(self, where: str = " during the experiment") -> None:
+        if self.server.poll() is not None:
+            raise OpssError(f"opss-server exited (status {self.server.returncode}){where}")
+
+
+class _RemoteBed:
+    """Two machines: this one is the client, ``cfg.server`` the remote opss-server; ``cfg.iface``'s
+    egress is shaped (restored on exit) and the rate is the one the worker's probe measured."""
+
+    def __init__(self, cfg: ExperimentConfig, rate: float, say):
+        self.cfg, self.rate, self.say = cfg, rate, say
+        self.stack = contextlib.ExitStack()
+        self.address = cfg.server
+        self.pending_link = None
+
+    def __enter__(self):
+        from opss.lab.shaping import ShapedInterface
+        from opss.lab.testbed import CpuQuota
+
+        cfg = self.cfg
+        with self.stack:
+            self.shaped = sh = self.stack.enter_context(
+                ShapedInterface(cfg.iface, self.rate, cfg.shaper, state_dir=cfg.state_dir))
+            for line in sh.restored:
+                self.say(f"opss experiment: {line}")
+            self.quota = None
+            if cfg.client_cpu_share:
+                self.quota = self.stack.enter_context(CpuQuota(cfg.client_cpu_share, period_us=cfg.cpu_period_us,
+                                                               state_dir=cfg.state_dir))
+            cpu = f"client CPU quota {cfg.client_cpu_share:g} core" if self.quota else "client CPU unlimited"
+            self.say(f"two-machine mode: server {cfg.server}, {cfg.iface} egress shaped by {sh.shaper}"
+                     f"{f' ({sh.note})' if sh.note else ''}; {cpu}")
+            self.stack = self.stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+        for line in self.shaped.restored[-1:]:
+            self.say(f"opss experiment: restored {line}")
+
+    def set_link(self, link: str, rate: float) -> None:
+        self.shaped.set_rate(rate)
+        self.pending_link = (link, rate)  # its rate comes from the first worker's probe
+
+    def on_meta(self, rec: dict) -> None:
+        if self.pending_link is not None:
+            link, rate = self.pending_link
+            _link_row(self.cfg.out, link, rate, rec["link_b"] * 8, self.shaped.shaper, "probe", self.say)
+            self.pending_link = None
+
+    def check_server(self, where: str = "") -> None:
+        pass  # a remote server's failures reach the worker, which reports them
 
 
 def _progress(total: int):
@@ -241,7 +351,8 @@ def _progress(total: int):
     return tqdm(total=total, desc="points", unit="pt", file=sys.stderr, dynamic_ncols=True)
 
 
-def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> None:
+def _run_point(cfg, bed, model, link, rate, bar) -> None:
+    runs_csv, plans_csv = Path(cfg.out) / "runs.csv", Path(cfg.out) / "plans.csv"
     # a partly done point is rerun whole: its earlier rows are dropped so medians use one session
     rows = [r for r in _read_rows(runs_csv) if not (r["model"] == model and r["link"] == link)]
     if runs_csv.exists():
@@ -249,12 +360,13 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
             w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-    args = {"model": model, "server": f"{tb.server_ip}:{cfg.port}", "strategies": list(cfg.strategies),
-            "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s}
+    args = {"model": model, "server": bed.address, "strategies": list(cfg.strategies),
+            "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s, "require_server": bool(cfg.server)}
     cmd = [*_pinned(0), sys.executable, "-m", "opss.lab.experiment", "worker", json.dumps(args)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        quota.add(proc.pid)
+        if bed.quota is not None:
+            bed.quota.add(proc.pid)
         proc.stdin.write("go\n")
         proc.stdin.close()
         count = defaultdict(int)
@@ -262,12 +374,12 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
         for line in proc.stdout:
             rec = json.loads(line)
             if rec["kind"] == "meta":
+                bed.on_meta(rec)
                 for name, p in rec["plans"].items():
-                    _append(plans_csv, ("model", "link", "strategy", "seconds_to_plan", "predicted_s",
-                                        "link_b", "link_c"),
+                    _append(plans_csv, PLAN_FIELDS,
                             {"model": model, "link": link, "strategy": name,
                              "seconds_to_plan": p["seconds_to_plan"], "predicted_s": p["predicted"]["total"],
-                             "link_b": rec["link_b"], "link_c": rec["link_c"]})
+                             "link_b": rec["link_b"], "link_c": rec["link_c"], "shared_with": p["shared_with"]})
                 for sub, data in (("profiles", {"client_f": rec["client_f"], "server_s": rec["server_s"]}),
                                   ("graphs", rec["graph"])):
                     (Path(cfg.out) / sub).mkdir(exist_ok=True)
@@ -290,8 +402,13 @@ def _run_point(cfg, tb, quota, model, link, rate, runs_csv, plans_csv, bar) -> N
 # --------------------------------------------------------------------------- summary and plots
 
 
-def summarize(out: Path) -> str:
-    """Write summary.md and the plots from runs.csv (and plans.csv, links.csv); return the table."""
+def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
+    """Write summary.md and the plots from runs.csv (and plans.csv, links.csv); return the table.
+
+    ``gaps`` are the client/server gaps of the predicted sweep
+    (:mod:`opss.lab.gapsweep`; default :data:`opss.lab.gapsweep.GAPS`)."""
+    from opss.lab.gapsweep import GAPS, gap_sweep, gap_table
+
     out = Path(out)
     rows = _read_rows(out / "runs.csv")
     if not rows:
@@ -314,24 +431,21 @@ def summarize(out: Path) -> str:
     links = list(dict.fromkeys(r["link"] for r in rows))
     strategies = [s for s in STRATEGIES if any(k[2] == s for k in lat)]
     link_rows = {r["link"]: r for r in _read_rows(out / "links.csv")}
+    shared = {(r["model"], r["link"], r["strategy"]): r.get("shared_with") or r["strategy"] for r in rows}
     lines = ["| link | model | strategy | client vertices | upload kB | median ms | p90 ms | predicted ms | "
-             "median abs err | vs po | vs best lo/co | verified |",
+             "median abs err | vs po [95 % CI] | vs best lo/co [95 % CI] | verified |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for link in links:
         for model in models:
-            po = median(lat.get((model, link, "po"), []))
-            base = [median(lat[(model, link, s)]) for s in BASELINES if (model, link, s) in lat]
-            best = min(base) if base else float("nan")
-            for s in strategies:
+            point = {s: lat[(model, link, s)] for s in strategies if (model, link, s) in lat}
+            group = {s: shared[(model, link, s)] for s in point}
+            for s in point:
                 k = (model, link, s)
-                if k not in lat:
-                    continue
-                m = median(lat[k])
                 nv, nb, _ = plan_of[k]
-                same = s != "po" and plan_of.get((model, link, "po")) == plan_of[k]
-                lines.append(f"| {link} | {model} | {s}{' (= po plan)' if same else ''} | {nv} | {nb / 1e3:.1f} | "
-                             f"{m * 1e3:.1f} | {p90(lat[k]) * 1e3:.1f} | "
-                             f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {po / m:.2f}x | {best / m:.2f}x | "
+                lines.append(f"| {link} | {model} | {s}{_plan_label(s, group, plan_of, model, link)} | {nv} | "
+                             f"{nb / 1e3:.1f} | {median(point[s]) * 1e3:.1f} | {p90(point[s]) * 1e3:.1f} | "
+                             f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {_vs_po(s, point, group)} | "
+                             f"{_vs_best(s, point, group)} | "
                              f"{'yes' if verified[k] and not fell[k] else f'NO ({fell[k]} fallbacks)'} |")
     link_lines = ["| link | nominal Mbit/s | measured Mbit/s | shaper |", "|---|---:|---:|---|"]
     for link in links:
@@ -340,14 +454,71 @@ def summarize(out: Path) -> str:
             link_lines.append(f"| {link} | {float(lr['nominal_mbps']):.2f} | {float(lr['measured_mbps']):.2f} | {lr['shaper']} |")
     table = "\n".join(lines)
     text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n## Latency\n\n" + table + "\n"
-    text += ("\n'(= po plan)': the same client set and cut as po, so any difference from po is run-to-run "
-             "noise, not the schedule.\n")
+    text += "\n" + _TABLE_NOTE
     calib = _calibration(lat, rows, models, links)
     if calib:
         text += "\n## Client vs server compute (the slowdown factor)\n\n" + calib + "\n"
+    sweep = gap_sweep(out, models, SWEEP_MBPS, gaps or GAPS)
+    if sweep:
+        text += (f"\n## Predicted: the client/server gap as a dimension\n\n{_GAP_NOTE}\n"
+                 + gap_table(sweep) + "\n\n![gap sweep](experiment_gap_sweep.png)\n")
     (out / "summary.md").write_text(text)
     _plots(out, lat, pred, models, links, strategies)
     return text
+
+
+_TABLE_NOTE = """\
+'(= po plan)': the same client set, order, cut and codecs as po. Measured once and shared (runs.csv
+column `shared_with`), such a row's ratios are '= po' exactly; in older runs without that column it
+was measured on its own, so any difference from po is run-to-run noise, not the schedule.
+'vs po' is po's median over this strategy's, 'vs best lo/co' the smaller of the lo and co medians
+over it (> 1: this strategy is faster). In brackets the 95 % percentile-bootstrap interval of that
+ratio of medians, resampling the interleaved rounds (run i of every strategy of a point together,
+2000 resamples); 'n.s.' when the interval contains 1.0, i.e. the runs do not decide the difference.
+"""
+
+
+_GAP_NOTE = """\
+Planned, not measured (`gap_sweep.csv`, `experiment_gap_sweep.png`): each model's graph and the
+server's own profile from this experiment, the client made exactly `gap` times slower than the
+server on every vertex (`--client-slowdown`), a 2 ms per-message delay, raw float32 tensors. The
+winner is the least predicted latency, a tie within 1 % going to the simpler strategy
+(lo, co, po, opss, joint).
+"""
+
+
+def _plan_label(s, group, plan_of, model, link) -> str:
+    """' (= po plan)' when ``s`` ran (or would run) po's plan, ' (= X plan)' when it shared X's."""
+    if s == "po":
+        return f" (= {group['po']} plan)" if group.get("po", "po") != "po" else ""
+    if "po" in group and group[s] == group["po"]:
+        return " (= po plan)"
+    if group[s] != s:
+        return f" (= {group[s]} plan)"
+    same_as_po = (model, link, "po") in plan_of and plan_of[(model, link, "po")] == plan_of[(model, link, s)]
+    return " (= po plan)" if same_as_po else ""  # runs.csv from before shared_with: measured apart
+
+
+def _vs_po(s, point, group) -> str:
+    """po's median over ``s``'s with its interval; '= po' when ``s`` shared po's runs."""
+    if "po" not in point:
+        return "-"
+    if s == "po":
+        return "ref"
+    if group[s] == group["po"]:
+        return "= po"
+    return ratio_text(*ratio_ci(point["po"], point[s]))
+
+
+def _vs_best(s, point, group) -> str:
+    """min(lo, co medians) over ``s``'s median, the minimum taken inside every resample."""
+    base = [b for b in BASELINES if b in point]
+    if not base:
+        return "-"
+    best = min(base, key=lambda b: median(point[b]))
+    if group[s] == group[best]:
+        return f"= {best}" if s != best else "ref"
+    return ratio_text(*best_ratio_ci([point[b] for b in base], point[s]))
 
 
 def _calibration(lat, rows, models, links) -> str:
@@ -475,5 +646,9 @@ def _sweep_plot(out: Path, models, lat, links) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        raise SystemExit(worker_main(sys.argv[2:]))
+        try:
+            raise SystemExit(worker_main(sys.argv[2:]))
+        except OpssError as exc:  # the driver reports the worker's last line
+            print(exc, file=sys.stderr)
+            raise SystemExit(2) from None
     raise SystemExit("usage: python -m opss.lab.experiment worker JSON (started by `opss experiment`)")

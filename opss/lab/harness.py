@@ -6,7 +6,9 @@ strategy is run through the real :class:`~opss.client.session.ClientSession`
 (its runtime, its transport, the server it talks to), round-robin after one
 warm-up round so slow drifts of the machine hit every strategy alike; every
 output is verified against the local full model, and the measured latencies
-are collected beside the plan's prediction.
+are collected beside the plan's prediction. With ``share_identical``, arms
+whose plans are identical (:func:`same_plan_groups`: same session, client set,
+order, cut and codecs) are run once and the measurement is shared.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from opss.errors import OpssError
 from opss.stats import median, p90
 
 __all__ = ["BASELINES", "StrategyResults", "input_shape", "measure_strategies", "open_session", "open_variant",
-           "sample_input",
-           "start_server"]
+           "same_plan_groups", "sample_input", "start_server"]
 
 #: The single-side strategies (all local, all cloud) whose best the reports compare against.
 BASELINES = ("lo", "co")
@@ -104,7 +105,8 @@ def open_variant(base: Any, strategies: Sequence[str], **changes: Any) -> Any:
 def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, seed: int = 0,
                        say: Callable[[str], None] | None = None,
                        on_run: Callable[[str, Any], None] | None = None,
-                       image: Any = None, variants: Mapping[str, Any] | None = None) -> StrategyResults:
+                       image: Any = None, variants: Mapping[str, Any] | None = None,
+                       share_identical: bool = False) -> StrategyResults:
     """Run every strategy ``runs`` times, round-robin after one warm-up round; verify every output.
 
     The input is the photo ``image`` (``(tensor, ImageSource)``, e.g. from
@@ -116,7 +118,9 @@ def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, se
     report)`` is called after every measured run (not the warm-up), as soon as it
     finished. Returns per strategy the measured median, p90 and every latency
     (seconds), the prediction, the cut, and whether every output matched the
-    local full model.
+    local full model. ``share_identical`` runs each group of identical plans
+    (:func:`same_plan_groups`) once, through its first arm: the others get its
+    runs, ``"same_plan_as"`` naming that arm, and ``on_run`` for each of them too.
     """
     import torch
 
@@ -125,11 +129,14 @@ def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, se
     else:
         x, source = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(seed)), None
     arms = {label: _arm(session, variants or {}, label) for label in strategies}
+    rep_of = same_plan_groups(arms) if share_identical else {name: name for name in arms}
     times: dict[str, list[float]] = {name: [] for name in strategies}
     verified = {name: True for name in strategies}
     fallbacks = {name: 0 for name in strategies}
     for rnd in range(runs + 1):  # round 0 warms up every path
         for name, (sess, strategy) in arms.items():
+            if rep_of[name] != name:
+                continue
             sess.use(strategy)
             rep = sess.run(x, verify=True, image=source)
             verified[name] &= bool(rep.verify_ok)
@@ -140,9 +147,41 @@ def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, se
             if rnd > 0:
                 times[name].append(rep.latency)
                 if on_run is not None:
-                    on_run(name, rep)
-    return StrategyResults({name: _result(sess.plans[strategy], times[name], verified[name], fallbacks[name])
-                            for name, (sess, strategy) in arms.items()})
+                    for other in (o for o in arms if rep_of[o] == name):
+                        on_run(other, rep)
+    results = StrategyResults()
+    for name, (sess, strategy) in arms.items():
+        r = rep_of[name]
+        results[name] = _result(sess.plans[strategy], times[r], verified[r], fallbacks[r])
+        if r != name:
+            results[name]["same_plan_as"] = r
+    return results
+
+
+def _plan_key(plan: Any) -> tuple:
+    """What decides what a plan runs: client set, client order, cut, each tensor's codec and, when
+    there is client work after the first upload could start, whether the uploads overlap it (po's do not)."""
+    if not plan.cut_bytes:
+        return ("local",)  # uploads nothing: the whole model on the client, in any order alike
+    alone_at_end = len(plan.cut) == 1 and tuple(plan.order[-1:]) == tuple(plan.cut)
+    overlap = bool(plan.pipelined) if plan.cut_bytes and not alone_at_end else None
+    return (frozenset(plan.client), tuple(plan.order), tuple(plan.cut), tuple(sorted(plan.codecs.items())),
+            overlap)
+
+
+def same_plan_groups(arms: Mapping[str, tuple[Any, str]]) -> dict[str, str]:
+    """``{arm: the first arm with the identical plan}`` for arms ``{label: (session, strategy)}``.
+
+    Identical: the same session (so the same server, model, input and link
+    settings) and the same client set, order, cut, codecs and overlap (which only matters when
+    something is uploaded before the client's last vertex); an arm that is
+    its own first maps to itself."""
+    first: dict[tuple, str] = {}
+    out = {}
+    for name, (sess, strategy) in arms.items():
+        key = (id(sess), _plan_key(sess.plans[strategy]))
+        out[name] = first.setdefault(key, name)
+    return out
 
 
 def _arm(session: Any, variants: Mapping[str, Any], label: str) -> tuple[Any, str]:

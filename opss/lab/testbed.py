@@ -5,16 +5,18 @@ is a veth pair between the root namespace (the client side) and a network
 namespace made for the server; the client's egress on its veth end is shaped,
 so only the uplink (client → server) is slowed, as on a 3G/4G/Wi-Fi uplink.
 
-Shaping: Debian's ``wondershaper`` is tried first (installed with apt when
-missing and apt is there). Debian's wondershaper 1.1a builds a CBQ tree, and
-CBQ was removed from Linux in 6.3, so on current kernels it fails; the testbed
-then shapes with ``tc`` directly (an HTB class at the rate, which is what
-wondershaper's newer releases use) and :attr:`Testbed.shaper` says which one
-shaped the link.
+Shaping (:mod:`opss.lab.shaping`): ``wondershaper`` is tried first (installed
+with apt when missing and apt is there), in whichever syntax it speaks.
+Debian's wondershaper 1.1a builds a CBQ tree, and CBQ was removed from Linux
+in 6.3, so on current kernels it fails; the testbed then shapes with ``tc``
+directly (an HTB class at the rate, which is what wondershaper's newer
+releases use) and :attr:`Testbed.shaper` says which one shaped the link.
 
 Everything made is recorded and removed on exit, also on errors and Ctrl-C:
 processes started in the namespace, the qdisc, the veth pair, the namespace,
-and the CPU cgroup of :class:`CpuQuota`. ``leftovers()`` lists anything whose
+and the CPU cgroup of :class:`CpuQuota`. The namespace and veth are also
+recorded in a state file (:func:`opss.lab.shaping.record_state`) that
+``opss experiment --cleanup`` uses after a SIGKILL. ``leftovers()`` lists anything whose
 name starts with the testbed prefix, for tests that prove the cleanup.
 
 Root is required; :func:`require_root` refuses with one clear line and points
@@ -35,35 +37,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from opss.errors import OpssError
+from opss.lab.shaping import (STATE_DIR, TestbedError, _raise_keyboard_interrupt, _run, record_state,
+                              require_root, shape_uplink)
 
 PREFIX = "opss"
 _CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 _CGROUP_V2 = Path("/sys/fs/cgroup")
-
-
-class TestbedError(OpssError):
-    """The testbed could not be set up (not root, a command failed, ...)."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-
-def require_root(what: str = "the shaped-link testbed") -> None:
-    if os.geteuid() != 0:
-        raise TestbedError(
-            f"{what} needs root (network namespaces, tc, cgroups); "
-            "without root use `opss demo --link 4g`, which throttles the upload in the application"
-        )
-
-
-def _run(cmd: list[str], check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
-    if ns is not None:
-        cmd = ["ip", "netns", "exec", ns, *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        msg = (proc.stderr or proc.stdout).strip().splitlines()
-        raise TestbedError(f"`{' '.join(cmd)}` failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
-    return proc
 
 
 def leftovers(prefix: str = PREFIX) -> list[str]:
@@ -96,44 +75,6 @@ def _apt_install_wondershaper() -> bool:
     return False
 
 
-def _root_qdisc(iface: str, ns: str | None = None) -> str:
-    out = _run(["tc", "qdisc", "show", "dev", iface], check=False, ns=ns).stdout
-    for line in out.splitlines():
-        if " root " in line:
-            return line.split()[1]
-    return ""
-
-
-def shape_uplink(iface: str, rate_bps: float, shaper: str = "auto", install: bool = True) -> str:
-    """Limit ``iface``'s egress to ``rate_bps`` bits/s; return the shaper used.
-
-    ``shaper`` is ``auto`` (wondershaper, then tc), ``wondershaper`` or ``tc``.
-    A wondershaper run that fails or leaves no shaping qdisc is cleaned up.
-    """
-    if shaper not in ("auto", "wondershaper", "tc"):
-        raise TestbedError(f"unknown shaper {shaper!r}: expected auto, wondershaper or tc")
-    kbit = max(1, int(round(rate_bps / 1000)))
-    have_ws = _apt_install_wondershaper() if install else bool(shutil.which("wondershaper"))
-    if shaper in ("auto", "wondershaper") and have_ws:
-        # Debian 1.1a syntax: wondershaper IFACE DOWNLINK_KBIT UPLINK_KBIT.
-        # The downlink (ingress) is left effectively unlimited.
-        proc = _run(["wondershaper", iface, "10000000", str(kbit)], check=False)
-        if proc.returncode == 0 and _root_qdisc(iface) not in ("", "noqueue"):
-            return "wondershaper"
-        _run(["tc", "qdisc", "del", "dev", iface, "root"], check=False)
-        _run(["tc", "qdisc", "del", "dev", iface, "ingress"], check=False)
-        if shaper == "wondershaper":
-            raise TestbedError(
-                f"wondershaper could not shape {iface} (Debian's wondershaper uses CBQ, "
-                "which Linux >= 6.3 no longer has); use --shaper tc"
-            )
-    _run(["tc", "qdisc", "del", "dev", iface, "root"], check=False)
-    _run(["tc", "qdisc", "replace", "dev", iface, "root", "handle", "1:", "htb", "default", "10"])
-    _run(["tc", "class", "add", "dev", iface, "parent", "1:", "classid", "1:10", "htb",
-          "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit"])
-    return "tc-htb"
-
-
 @dataclass(frozen=True)
 class TestbedConfig:
     """Where the link lives. The /30 is used only between our two veth ends."""
@@ -144,6 +85,8 @@ class TestbedConfig:
     subnet: str = "10.77.0.0/30"
     shaper: str = "auto"
     prefix: str = PREFIX
+    #: where the namespace and veth are recorded, so ``opss experiment --cleanup`` removes them after a SIGKILL
+    state_dir: Path = STATE_DIR
 
     def addresses(self) -> tuple[str, str]:
         net = ipaddress.ip_network(self.subnet, strict=True)
@@ -166,9 +109,11 @@ class Testbed:
         self.server_if = f"{config.prefix}{tag}s"
         self.client_ip, self.server_ip = config.addresses()
         self.shaper = ""
+        self.shaper_note = ""
         self._procs: list[subprocess.Popen] = []
         self._made: list[str] = []
         self._old_sigterm = None
+        self._state: Path | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     def __enter__(self) -> "Testbed":
@@ -186,6 +131,8 @@ class Testbed:
 
     def _setup(self) -> None:
         prefix = self.config.subnet.split("/")[1]
+        self._state = record_state(self.config.state_dir, f"testbed-{self.ns}",
+                                   {"netns": [self.ns], "links": [self.client_if]})
         _run(["ip", "netns", "add", self.ns])
         self._made.append("netns")
         _run(["ip", "link", "add", self.client_if, "type", "veth", "peer", "name", self.server_if])
@@ -199,7 +146,9 @@ class Testbed:
         _run(["ip", "addr", "add", f"{self.server_ip}/{prefix}", "dev", self.server_if], ns=self.ns)
         _run(["ip", "link", "set", self.server_if, "up"], ns=self.ns)
         _run(["ip", "link", "set", "lo", "up"], ns=self.ns)
-        self.shaper = shape_uplink(self.client_if, self.config.rate_bps, self.config.shaper)
+        if self.config.shaper != "tc":
+            _apt_install_wondershaper()
+        self.shaper, self.shaper_note = shape_uplink(self.client_if, self.config.rate_bps, self.config.shaper)
 
     def close(self) -> None:
         for proc in self._procs:
@@ -218,6 +167,9 @@ class Testbed:
         if "netns" in self._made:
             _run(["ip", "netns", "del", self.ns], check=False)
         self._made.clear()
+        if self._state is not None:
+            self._state.unlink(missing_ok=True)
+            self._state = None
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
@@ -225,8 +177,8 @@ class Testbed:
     # -- use -----------------------------------------------------------------------
     def set_rate(self, rate_bps: float) -> None:
         """Re-shape the uplink to ``rate_bps`` bits/s (same shaper as before when it still works)."""
-        want = "auto" if self.shaper == "wondershaper" else "tc"
-        self.shaper = shape_uplink(self.client_if, rate_bps, want, install=False)
+        want = "tc" if self.shaper == "tc-htb" else "wondershaper"
+        self.shaper, _ = shape_uplink(self.client_if, rate_bps, want)
 
     def spawn_server(self, cmd: list[str], **popen) -> subprocess.Popen:
         """Start ``cmd`` inside the server namespace; it is stopped on close()."""
@@ -279,10 +231,6 @@ def _connect(host: str, port: int, proc: subprocess.Popen, timeout: float = 10.0
             time.sleep(0.05)
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 class CpuQuota:
     """A CPU cgroup limiting its processes to ``fraction`` of one core.
 
@@ -292,15 +240,22 @@ class CpuQuota:
     the group is removed on close (its processes are moved back to the root).
     """
 
-    def __init__(self, fraction: float, prefix: str = PREFIX, period_us: int = 100_000):
+    def __init__(self, fraction: float, prefix: str = PREFIX, period_us: int = 100_000,
+                 state_dir: Path = STATE_DIR):
         if not (0 < fraction <= os.cpu_count()):
             raise TestbedError(f"client CPU share must be in (0, {os.cpu_count()}], got {fraction}")
         if not 1000 <= period_us <= 1_000_000:
             raise TestbedError(f"CFS period must be 1000..1000000 us, got {period_us}")
+        if fraction * period_us < 1000:  # the kernel's least quota is 1 ms
+            raise TestbedError(f"a {fraction:g}-core quota over a {period_us} us period is "
+                               f"{fraction * period_us:.0f} us, below the kernel's 1000 us minimum: "
+                               f"use --cpu-period-us {int(-(-1000 // fraction))} or more")
         self.fraction = fraction
         self.period_us = period_us
         self.name = f"{prefix}-{os.getpid()}-client"
         self.path: Path | None = None
+        self.state_dir = state_dir
+        self._state: Path | None = None
 
     def __enter__(self) -> "CpuQuota":
         require_root("a client CPU quota")
@@ -318,6 +273,7 @@ class CpuQuota:
             self._root_procs = _CGROUP_V2 / "cgroup.procs"
         else:
             raise TestbedError("no CPU cgroup controller found (need cgroup v1 cpu or v2 cpu.max)")
+        self._state = record_state(self.state_dir, f"cgroup-{self.name}", {"cgroups": [str(self.path)]})
         return self
 
     def add(self, pid: int) -> None:
@@ -340,3 +296,6 @@ class CpuQuota:
             except OSError:
                 time.sleep(0.02)
         self.path = None
+        if self._state is not None:
+            self._state.unlink(missing_ok=True)
+            self._state = None

@@ -136,7 +136,7 @@ class TensorArrival(_message.Message):
     def __init__(self, name: _Optional[str] = ..., bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., first_byte_s: _Optional[float] = ..., last_byte_s: _Optional[float] = ..., compute_start_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., vertices_run: _Optional[int] = ..., codec: _Optional[str] = ..., decoded_bytes: _Optional[int] = ..., decode_s: _Optional[float] = ...) -> None: ...
 
 class ServerTimings(_message.Message):
-    __slots__ = ("open_unix_s", "first_byte_s", "last_byte_s", "queue_s", "compute_s", "overlap_s", "reply_s", "setup_s", "bytes_in", "tensors", "decode_s")
+    __slots__ = ("open_unix_s", "first_byte_s", "last_byte_s", "queue_s", "compute_s", "overlap_s", "reply_s", "setup_s", "bytes_in", "tensors", "decode_s", "batch_size", "batch_wait_s")
     OPEN_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     FIRST_BYTE_S_FIELD_NUMBER: _ClassVar[int]
     LAST_BYTE_S_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,8 @@ class ServerTimings(_message.Message):
     BYTES_IN_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     DECODE_S_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     open_unix_s: float
     first_byte_s: float
     last_byte_s: float
@@ -159,21 +161,41 @@ class ServerTimings(_message.Message):
     bytes_in: int
     tensors: _containers.RepeatedCompositeFieldContainer[TensorArrival]
     decode_s: float
-    def __init__(self, open_unix_s: _Optional[float] = ..., first_byte_s: _Optional[float] = ..., last_byte_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., overlap_s: _Optional[float] = ..., reply_s: _Optional[float] = ..., setup_s: _Optional[float] = ..., bytes_in: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorArrival, _Mapping]]] = ..., decode_s: _Optional[float] = ...) -> None: ...
+    batch_size: int
+    batch_wait_s: float
+    def __init__(self, open_unix_s: _Optional[float] = ..., first_byte_s: _Optional[float] = ..., last_byte_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., overlap_s: _Optional[float] = ..., reply_s: _Optional[float] = ..., setup_s: _Optional[float] = ..., bytes_in: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorArrival, _Mapping]]] = ..., decode_s: _Optional[float] = ..., batch_size: _Optional[int] = ..., batch_wait_s: _Optional[float] = ...) -> None: ...
+
+class ServerLoad(_message.Message):
+    __slots__ = ("queue_s", "compute_s", "calls", "window_s", "inflight", "queued")
+    QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    queue_s: float
+    compute_s: float
+    calls: int
+    window_s: float
+    inflight: int
+    queued: int
+    def __init__(self, queue_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., calls: _Optional[int] = ..., window_s: _Optional[float] = ..., inflight: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "output", "timings", "device", "cut")
+    __slots__ = ("request_id", "output", "timings", "device", "cut", "load")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     CUT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     output: Tensor
     timings: ServerTimings
     device: str
     cut: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., output: _Optional[_Union[Tensor, _Mapping]] = ..., timings: _Optional[_Union[ServerTimings, _Mapping]] = ..., device: _Optional[str] = ..., cut: _Optional[_Iterable[str]] = ...) -> None: ...
+    load: ServerLoad
+    def __init__(self, request_id: _Optional[str] = ..., output: _Optional[_Union[Tensor, _Mapping]] = ..., timings: _Optional[_Union[ServerTimings, _Mapping]] = ..., device: _Optional[str] = ..., cut: _Optional[_Iterable[str]] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("probe_id", "payload")
@@ -204,7 +226,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "fingerprint", "device", "input_shape", "input_dtype", "server_time_s", "profile_granularity", "description", "graph_hash")
+    __slots__ = ("name", "fingerprint", "device", "input_shape", "input_dtype", "server_time_s", "profile_granularity", "description", "graph_hash", "load", "max_batch", "batch_refusal")
     class ServerTimeSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +243,9 @@ class ModelInfo(_message.Message):
     PROFILE_GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     GRAPH_HASH_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_REFUSAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     fingerprint: str
     device: str
@@ -230,7 +255,10 @@ class ModelInfo(_message.Message):
     profile_granularity: Granularity
     description: str
     graph_hash: str
-    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DType, str]] = ..., server_time_s: _Optional[_Mapping[str, float]] = ..., profile_granularity: _Optional[_Union[Granularity, str]] = ..., description: _Optional[str] = ..., graph_hash: _Optional[str] = ...) -> None: ...
+    load: ServerLoad
+    max_batch: int
+    batch_refusal: str
+    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DType, str]] = ..., server_time_s: _Optional[_Mapping[str, float]] = ..., profile_granularity: _Optional[_Union[Granularity, str]] = ..., description: _Optional[str] = ..., graph_hash: _Optional[str] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ..., max_batch: _Optional[int] = ..., batch_refusal: _Optional[str] = ...) -> None: ...
 
 class ListModelsReply(_message.Message):
     __slots__ = ("models", "max_message_bytes", "max_inflight")

@@ -1,0 +1,54 @@
+"""The predicted gap sweep: every strategy planned per (model, gap, bandwidth) from the experiment's profiles."""
+
+import csv
+import json
+
+import pytest
+
+from opss.lab.gapsweep import SWEEP_C, gap_sweep, gap_table, winner
+from opss.latency import PlanGraph
+
+
+def test_winner_breaks_ties_towards_the_simpler_strategy():
+    assert winner({"lo": 1.0, "co": 2.0, "po": 1.0, "opss": 0.995, "joint": 0.995}) == "lo"  # within 1 %
+    assert winner({"lo": 1.0, "co": 2.0, "po": 0.9, "opss": 0.9, "joint": 0.8}) == "joint"
+    assert winner({"lo": 3.0, "co": 1.0, "po": 1.0, "opss": 1.0, "joint": 1.0}) == "co"
+
+
+def _write(out, name="chain3"):
+    """in -> a -> b -> out; bytes in 1e6, a 1e5, b 1e3, out 10; server s(a)=10 ms, s(b)=20 ms, s(out)=1 ms."""
+    graph = PlanGraph(["in", "a", "b", "out"], [("in", "a"), ("a", "b"), ("b", "out")],
+                      {"in": 1_000_000, "a": 100_000, "b": 1000, "out": 10}, "in", "out")
+    server = {"in": 0.0, "a": 0.010, "b": 0.020, "out": 0.001}
+    (out / "graphs").mkdir()
+    (out / "profiles").mkdir()
+    (out / "graphs" / f"{name}.json").write_text(json.dumps(graph.to_json()))
+    (out / "profiles" / f"{name}.json").write_text(json.dumps({"client_f": server, "server_s": server}))
+    return server
+
+
+def test_sweep_rows_match_hand_computed_lo_and_co(tmp_path):
+    server = _write(tmp_path)
+    rows = gap_sweep(tmp_path, ["chain3", "missing"], [1, 100], gaps=(5, 50))
+    assert [(r["gap"], r["mbps"]) for r in rows] == [(5, 1), (5, 100), (50, 1), (50, 100)]
+    for r in rows:
+        b = r["mbps"] * 1e6 / 8
+        assert r["lo_s"] == pytest.approx(r["gap"] * sum(server.values()))  # all on a client gap x slower
+        co = (SWEEP_C + 1_000_000 / b) + sum(server.values()) + (SWEEP_C + 10 / b)  # input up, all served, reply
+        assert r["co_s"] == pytest.approx(co)
+        lat = {s: r[f"{s}_s"] for s in ("lo", "co", "po", "opss", "joint")}
+        assert r["winner"] == winner(lat) and r["joint_s"] <= r["opss_s"] + 1e-12 <= r["po_s"] + 2e-12
+    slow = next(r for r in rows if r["gap"] == 50 and r["mbps"] == 100)
+    assert slow["winner"] != "lo" and slow["offloads"]  # a 50x slower client on 100 Mbit/s offloads
+    assert next(r for r in rows if r["gap"] == 5 and r["mbps"] == 1)["winner"] == "lo"
+    # gap 5 at 100 Mbit/s: cut after a = 5 x 10 ms + (2 ms + 1e5 B / 12.5 MB/s) + 21 ms + (2 ms + 10 B / 12.5 MB/s)
+    # beats lo (155 ms), co (115 ms) and the cut after b (>= 150 ms)
+    fast = next(r for r in rows if r["gap"] == 5 and r["mbps"] == 100)
+    assert fast["po_s"] == pytest.approx(0.050 + 0.002 + 0.008 + 0.021 + 0.002 + 10 / 12.5e6)
+    assert fast["winner"] == "po" and fast["offloads"]
+    with (tmp_path / "gap_sweep.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 4
+    assert (tmp_path / "experiment_gap_sweep.png").stat().st_size > 0
+    table = gap_table(rows)
+    assert "| chain3 | 5x | from 100 | never | 1.00x | 1.00x | lo -> po |" in table, table
+    assert "| chain3 | 50x | from 1 |" in table, table
