@@ -50,7 +50,13 @@ from typing import Any, TextIO
 
 from opss.client.runtime import CallFailed, Execution, RunResult, Threads, run_inference
 from opss.client.throttle import TokenBucket
-from opss.errors import FingerprintMismatchError, ModelNotFoundError, OpssError, ShapeMismatchError
+from opss.errors import (
+    FingerprintMismatchError,
+    LinkTooFastError,
+    ModelNotFoundError,
+    OpssError,
+    ShapeMismatchError,
+)
 from opss.plan import STRATEGIES
 from opss.stats import median
 
@@ -459,16 +465,18 @@ class ClientSession:
                 f"server's {cfg.model} has weights fingerprint {info.fingerprint[:16]}, expected "
                 f"{self.fingerprint[:16]} (ours): load the same weights on both sides (--weights)"
             )
+        # the input shape first: another shape captures another graph, so its hash differs too
+        if tuple(info.input_shape) and tuple(info.input_shape) != self.input_shape:
+            hint = "this client runs --small, the server does not" if cfg.small else "the server may run --small"
+            raise ShapeMismatchError(
+                f"the input shapes differ: server serves {cfg.model} at input shape {list(info.input_shape)}, "
+                f"expected {list(self.input_shape)} (ours; {hint}): start both with --small or both without"
+            )
         theirs = getattr(info, "graph_hash", "")
         if theirs and theirs != self.graph_hash:
             raise FingerprintMismatchError(
                 f"server's capture of {cfg.model} differs from ours: graph hash {theirs[:16]}, expected "
                 f"{self.graph_hash[:16]}; run the same opss version on both sides"
-            )
-        if tuple(info.input_shape) and tuple(info.input_shape) != self.input_shape:
-            raise ShapeMismatchError(
-                f"server serves {cfg.model} at input shape {list(info.input_shape)}, expected "
-                f"{list(self.input_shape)} (ours){' (the client runs --small)' if cfg.small else ''}"
             )
         self.server_info = info
         wait = _reported_wait(info)
@@ -512,11 +520,19 @@ class ClientSession:
                     break
                 samples += prober([size, size], throttle=self.throttle, timeout=cfg.timeout)
                 if len({w for w, _ in samples}) >= 2:
-                    rough = LinkModel.fit(samples)
+                    try:
+                        rough = LinkModel.fit(samples)
+                    except LinkTooFastError:
+                        rough = None  # too fast to measure so far: the next, larger size is cheap
             link = LinkModel.fit(samples)
         except CallFailed as exc:
             delay = self.backoff.failed(exc.reason, self._retry_hint())
             _say(self.out, f"link: probe failed ({exc.reason}); assuming {fallback!r}; retrying in {delay:.1f}s")
+            return fallback
+        except LinkTooFastError as exc:
+            why = ("the probe's throttle rate" if cfg.throttle else
+                   "wifi, the fastest preset, as the closest to a link this fast")
+            _say(self.out, f"link: {exc}; planning with {why}: {fallback!r} (--link RATE plans for another)")
             return fallback
         except OpssError as exc:
             _say(self.out, f"link: probe samples unusable ({exc}); assuming {fallback!r}")
@@ -600,8 +616,8 @@ class ClientSession:
         lines = [
             f"plan {p.strategy}: {client}/{n} vertices on the client, cut {list(p.cut)} "
             f"({p.cut_bytes / 1e3:.1f} kB{self._wire_note(p)}), "
-            f"{'local only' if not p.cut_bytes else 'pipelined' if p.pipelined else 'compute, then upload'}"
-            f"{', order proven optimal' if p.optimal_order else ''}",
+            f"{p.execution}"
+            f"{', order proven optimal' if p.optimal_order and len(p.client) > 1 else ''}",
             f"  predicted total {ms(pr.total)} = client {ms(pr.client_makespan)} (compute {ms(pr.client_compute)}, "
             f"upload {ms(pr.upload)}, hidden {ms(pr.hidden_upload)}) + server {ms(pr.server)}"
             f"{f' (waiting {ms(pr.server_wait)})' if pr.server_wait else ''} + reply {ms(pr.reply)}",

@@ -38,12 +38,20 @@ from opss.errors import InvalidGraphError
 __all__ = ["Dag", "bits"]
 
 
-def bits(mask: int) -> Iterator[int]:
-    """Positions of the set bits of ``mask``, ascending."""
+def bits(mask: int) -> list[int]:
+    """Positions of the set bits of ``mask`` (>= 0), ascending.
+
+    A dense mask (a client set, its ancestors) is read off its binary digits in one C pass,
+    2-3x faster than peeling the lowest bit; a sparse one (a cut) by peeling.
+    """
+    if mask.bit_count() * 4 > mask.bit_length():
+        return [i for i, c in enumerate(bin(mask)[:1:-1]) if c == "1"]
+    out = []
     while mask:
         low = mask & -mask
-        yield low.bit_length() - 1
+        out.append(low.bit_length() - 1)
         mask ^= low
+    return out
 
 
 class Dag:
@@ -55,7 +63,8 @@ class Dag:
     for model graphs).
     """
 
-    __slots__ = ("_ids", "_index", "_edges", "_preds", "_succs", "_topo", "_pos", "_anc", "_desc", "_succ_masks")
+    __slots__ = ("_ids", "_index", "_edges", "_preds", "_succs", "_topo", "_pos", "_anc", "_desc", "_succ_masks",
+                 "_adjacency")
 
     def __init__(self, ids: Iterable[Hashable], edges: Iterable[Sequence[Any]] = (), *, noun: str = "vertex") -> None:
         order = list(ids)
@@ -99,6 +108,7 @@ class Dag:
         self._topo = tuple(topo)
         self._pos = MappingProxyType({v: i for i, v in enumerate(topo)})
         self._anc: tuple[int, ...] | None = None
+        self._adjacency: tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]] | None = None
         self._desc: tuple[int, ...] | None = None
         self._succ_masks: tuple[int, ...] | None = None
 
@@ -234,6 +244,15 @@ class Dag:
     def topo_sorted(self, vertices: Iterable[Hashable]) -> tuple[Hashable, ...]:
         """``vertices`` in topological order."""
         return tuple(sorted(vertices, key=self._pos.__getitem__))
+
+    def adjacency(self) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+        """``(preds, succs)`` per topological position, as positions (for hot loops over
+        lists instead of dicts keyed by id; computed once)."""
+        if self._adjacency is None:
+            pos = self._pos
+            self._adjacency = (tuple(tuple(pos[p] for p in self._preds[v]) for v in self._topo),
+                               tuple(tuple(pos[w] for w in self._succs[v]) for v in self._topo))
+        return self._adjacency
 
     # -- ancestors and descendants ------------------------------------------------
 

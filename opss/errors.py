@@ -62,5 +62,10 @@ class LinkModelError(OpssError, ValueError):
     """Link samples or a link specification are unusable (units, NaN, too few)."""
 
 
+class LinkTooFastError(LinkModelError):
+    """Link samples whose transfer time does not grow with their size: the link is faster
+    than the probe's sizes can measure (an unthrottled one, such as loopback)."""
+
+
 class ProfileError(OpssError):
     """A profile table is missing, unreadable or does not match the model."""

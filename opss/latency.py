@@ -298,47 +298,53 @@ def server_finish(
     """Finish time of the server's list schedule (module docstring, term 2).
 
     ``ready_inputs[v]`` is the arrival time of client vertex ``v``'s output.
-    Returns 0 when every vertex is on the client.
+    Returns 0 when every vertex is on the client. Works over topological positions
+    (:meth:`opss.dag.Dag.adjacency`), ties broken by the smaller position.
     """
     dag = graph.dag
-    preds, succs, index = dag.pred_map, dag.succ_map, dag.positions
-    waiting: dict[str, int] = {}
-    ready_at: dict[str, float] = {}
-    heap: list[tuple[float, int, str]] = []
-    for v in dag.ids:
-        if v in client:
+    topo = dag.topo
+    preds, succs = dag.adjacency()
+    on_client = [v in client for v in topo]
+    n = len(topo)
+    waiting = [0] * n
+    ready_at = [0.0] * n
+    heap: list[tuple[float, int]] = []
+    n_server = 0
+    for i in range(n):
+        if on_client[i]:
             continue
-        n_server_preds = 0
+        n_server += 1
+        k = 0
         r = 0.0
-        for p in preds[v]:
-            if p in client:
-                a = ready_inputs[p]
+        for p in preds[i]:
+            if on_client[p]:
+                a = ready_inputs[topo[p]]
                 if a > r:
                     r = a
             else:
-                n_server_preds += 1
-        ready_at[v] = r
-        waiting[v] = n_server_preds
-        if n_server_preds == 0:
-            heap.append((r, index[v], v))
+                k += 1
+        ready_at[i] = r
+        waiting[i] = k
+        if k == 0:
+            heap.append((r, i))
     heapq.heapify(heap)
     clock = 0.0
     done = 0
     pop, push = heapq.heappop, heapq.heappush
     while heap:
-        r, _, v = pop(heap)
-        clock = (clock if clock > r else r) + s[v]
+        r, i = pop(heap)
+        clock = (clock if clock > r else r) + s[topo[i]]
         done += 1
-        for w in succs[v]:
-            if w in client:
+        for w in succs[i]:
+            if on_client[w]:
                 continue
             if clock > ready_at[w]:
                 ready_at[w] = clock
             k = waiting[w] - 1
             waiting[w] = k
             if k == 0:
-                push(heap, (ready_at[w], index[w], w))
-    if done != len(waiting):
+                push(heap, (ready_at[w], w))
+    if done != n_server:
         raise PartitionError("server part: some server vertices never become ready; expected a closed client set")
     return clock
 

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from opss.errors import LinkModelError
+from opss.errors import LinkModelError, LinkTooFastError
 
 __all__ = [
     "PRESETS",
@@ -167,9 +167,11 @@ class LinkModel:
         reg.fit(x[keep], y[keep])
         slope = float(reg.coef_[0])
         if not math.isfinite(slope) or slope <= 0:
-            raise LinkModelError(
-                f"link fit: expected upload time to grow with size (slope > 0 s/byte), "
-                f"got slope {slope:.3g} s/byte from {int(keep.sum())} samples"
+            sizes = x[keep, 0]
+            raise LinkTooFastError(
+                f"link too fast to measure: transfer time did not grow with size over {int(keep.sum())} "
+                f"transfers of {sizes.min():.0f}-{sizes.max():.0f} bytes (slope {slope:.3g} s/byte; "
+                "an unthrottled link such as loopback)"
             )
         r2 = float(reg.score(x[keep], y[keep]))
         c = float(reg.intercept_)
@@ -331,6 +333,8 @@ def parse_rate(text: str | float) -> float:
                 f"rate: unknown unit {unit!r} in {text!r}; expected bit, kbit, mbit, gbit, bps, kbps, Mbps, Gbps"
             )
         bytes_per_s = value * mult / 8.0
+    if value < 0:
+        raise LinkModelError(f"rate: negative rate: expected a rate > 0 such as '5.85mbit', got {text!r}")
     if not math.isfinite(bytes_per_s) or bytes_per_s <= 0:
         raise LinkModelError(f"rate: expected a finite rate > 0, got {text!r}")
     return bytes_per_s
@@ -366,6 +370,9 @@ def link_from_spec(spec: str, rtt: str | float | None = None) -> LinkModel:
         try:
             b = parse_rate(spec)
         except LinkModelError as exc:
+            m = _RATE_RE.match(str(spec))
+            if m and float(m.group(1)) <= 0:  # meant as a rate (no preset is a number <= 0): say only that
+                raise LinkModelError(f"link {spec!r}: {exc}") from None
             raise LinkModelError(f"link {spec!r}: expected a preset ({', '.join(PRESETS)}) or a rate; {exc}") from None
     if rtt is None:
         c = 0.0

@@ -26,7 +26,16 @@ from opss.mincut import MinCutProblem, best_prefix
 from opss.sched import SchedGraph, johnson_order, makespan, schedule
 from opss.wirecosts import WireChoice
 
-__all__ = ["Plan", "PlanningProblem", "costs_of"]
+__all__ = ["PLAN_SCHED_BUDGET", "Plan", "PlanningProblem", "costs_of"]
+
+#: the scheduler's budget inside planning, for ``method="auto"`` when the caller sets none:
+#: the exact DP gives up past this many downsets (then the beam runs) and the beam's width
+#: is cut so that it examines about this many transitions. One scheduler call then stays in
+#: the tens of milliseconds on a PC (``opss schedule`` keeps its larger defaults: 100 000
+#: downsets, 10^6 transitions, which took 0.2-0.5 s per call on wide client sets, and a plan
+#: makes up to four calls). Every zoo model's plans fit far inside it (their exact DPs visit
+#: fewer than a few hundred downsets), so their orders and optimality proofs are unchanged.
+PLAN_SCHED_BUDGET: Mapping[str, int] = {"max_states": 5_000, "beam_work": 50_000}
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,21 @@ class Plan:
     def codecs(self) -> dict[str, str]:
         """Codec of each uploaded tensor that is not sent raw."""
         return {w.tensor: w.codec for w in self.wire if w.codec != "raw"}
+
+    @property
+    def execution(self) -> str:
+        """How the client runs it, in words: ``local only`` (nothing uploaded), ``upload only``
+        (the client just sends the input), ``pipelined`` (some compute runs while a tensor
+        uploads) or ``compute, then upload`` (``po``; or pipelined but with nothing left to
+        overlap: the one tensor uploads after the last layer)."""
+        if not self.cut_bytes:
+            return "local only"
+        if len(self.client) == 1:
+            return "upload only"
+        uploads = set(self.cut)
+        if self.pipelined and any(v in uploads for v in self.order[:-1]):
+            return "pipelined"
+        return "compute, then upload"
 
     @property
     def total(self) -> float:
@@ -315,7 +339,8 @@ class PlanningProblem:
         """The scheduler's result on the client graph of ``client``: ``(SchedGraph, ScheduleResult)``."""
         g = {v: self.g_all[v] for v in self.graph.dag.cut(client)}
         sg = SchedGraph.induced(self.graph.dag, client, self.f, g)
-        return sg, schedule(sg, method=self.method, **self.sched_opts)
+        opts = {**PLAN_SCHED_BUDGET, **self.sched_opts} if self.method == "auto" else self.sched_opts
+        return sg, schedule(sg, method=self.method, **opts)
 
     def best_order(self, client: frozenset[str], extra_orders: Sequence[Sequence[str]] = ()):
         """The scheduler's order vs. the given ones, by predicted total; returns (order, optimal, pred)."""

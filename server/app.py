@@ -7,7 +7,9 @@ servicer, the model store, the health servicer and the metrics port (when export
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +85,33 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials:
                                        require_client_auth=True)
 
 
+def _check_bindable(host: str, port: int, address: str) -> None:
+    """Bind ``host:port`` once ourselves before gRPC does, so a port in use is our one line
+    (gRPC's C core would log its own ``Failed to add port`` line on stderr first).
+
+    SO_REUSEADDR like gRPC's own sockets, so a port left in TIME_WAIT is not taken for one in
+    use; the probe socket is closed before gRPC binds (a race with another process is still
+    caught by gRPC's answer below). Port 0 needs no check.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(f"cannot listen on {address}: port {port} is already in use "
+                                  "(another process listens there; choose another --port)") from None
+                raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+
+
 def build_server(config: ServerConfig) -> OpssServer:
     """Bind, start (health NOT_SERVING), load and warm up every model, then report SERVING.
 
@@ -102,6 +131,7 @@ def build_server(config: ServerConfig) -> OpssServer:
                          maximum_concurrent_rpcs=2 * config.max_workers)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.host}:{config.port}"
+    _check_bindable(config.host, config.port, address)
     try:
         if config.tls_cert:
             port = server.add_secure_port(address, _credentials(config))

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (no usage block) and exit 2."""
+    """argparse, but a bad argument is one line (no usage block) and exit 2.
+
+    A value that starts with a minus and a digit (``--link -3mbit``) is a value, not an
+    option, so its own type check names the problem (a negative rate) instead of argparse
+    saying "expected one argument". No option of ours is spelled like a negative number.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own rule takes only plain negative numbers ("-3", "-.5") as values
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -44,29 +55,23 @@ def nonneg_int(text: str) -> int:
     return _int_at_least(text, 0, "an integer >= 0")
 
 
-def _factor_above(text: str, low: float, *, inclusive: bool) -> float:
-    bound = f"{'>=' if inclusive else '>'} {low:g}"
+def slowdown(text: str) -> float:
+    """``--client-slowdown`` everywhere (``opss plan``, ``opss demo``, ``opss-client``): how many
+    times slower the client is than the machine its profile was measured on; finite and >= 1.
+
+    One bound for every command, so a plan made with ``opss plan`` can be run as it was
+    planned: a running client can only be paced slower than its profile, never faster, and a
+    client faster than the profiled machine is planned from its own profile (``opss profile``
+    on it) rather than by scaling another machine's down.
+    """
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a factor {bound}, got {text!r}") from None
-    if not (math.isfinite(value) and (value >= low if inclusive else value > low)):
-        raise argparse.ArgumentTypeError(f"expected a finite factor {bound}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a factor >= 1, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite factor >= 1 (times slower than the profiled machine), got {text!r}")
     return value
-
-
-def slowdown(text: str) -> float:
-    """A paced client's slowdown factor: finite and >= 1 (1 = as fast as this machine).
-
-    Pacing only adds time, so it cannot make a client faster than its profile.
-    """
-    return _factor_above(text, 1.0, inclusive=True)
-
-
-def modelled_slowdown(text: str) -> float:
-    """A slowdown that only scales a profile's times (``opss plan``): finite and > 0,
-    so a client faster than the profiled machine (< 1) can be modelled too."""
-    return _factor_above(text, 0.0, inclusive=False)
 
 
 def codecs_spec(text: str) -> str:

@@ -66,6 +66,10 @@ def smallest_cut_client(graph) -> tuple[str, frozenset[str]]:
     return best.id, frozenset(seen)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def run(args: argparse.Namespace) -> int:
     from opss import models
     from opss.split import cut_points
@@ -84,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"description: {spec.description}")
     print(f"vertices: {len(graph.nodes)}  edges: {len(graph.edges)}  structure: {graph.structure()}")
     print(
-        f"client part at the small cut after {v} ({len(client)} vertices, "
-        f"{len(cut)} cut points): {graph.structure(client)}"
+        f"client part at the small cut after {v} ({_count(len(client), 'vertex', 'vertices')}, "
+        f"{_count(len(cut), 'cut point', 'cut points')}): {graph.structure(client)}"
     )
     print(f"largest output: {largest.bytes} bytes at {largest.id} {largest.shape}")
     print(f"smallest output: {smallest.bytes} bytes at {smallest.id} {smallest.shape}")

@@ -38,10 +38,13 @@ command, the client session) resolves, and hands the object down.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,13 +112,23 @@ def register(
             name=name,
             input_shape=tuple(input_shape),
             test_input_shape=tuple(test_input_shape or input_shape),
-            description=description or (factory.__doc__ or "").strip().split("\n")[0],
+            description=description or summary(factory.__doc__),
             factory=factory,
             block_types=tuple(block_types) if block_types is not None else None,
         )
         return factory
 
     return deco
+
+
+def summary(doc: str | None) -> str:
+    """A one-line description from a docstring: its first sentence, read across line breaks
+    (torchvision's ``Densenet-121 model from\n `Densely Connected ...`_.``), with reST links
+    ```text <url>`_`` kept as their text and double backquotes dropped; ``""`` for none."""
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    para = re.sub(r"`([^`<]+?)\s*<[^>]*>`_{1,2}", r"\1", para).replace("``", "")
+    sentence = re.split(r"(?<=[.!?])\s+(?=[A-Z(])", para, maxsplit=1)[0]
+    return sentence
 
 
 def names() -> list[str]:
@@ -195,7 +208,7 @@ def _user_spec(name: str) -> ModelSpec:
         name=name,
         input_shape=shape,
         test_input_shape=tuple(getattr(factory, "test_input_shape", shape)),
-        description=(factory.__doc__ or "").strip().split("\n")[0],
+        description=summary(factory.__doc__),
         factory=factory,
         block_types=getattr(factory, "block_types", None),
     )
@@ -209,9 +222,12 @@ def get_model(name: str, seed: int = 0, weights: str | os.PathLike | None = None
 
 def build_model(spec: ModelSpec, seed: int = 0, weights: str | os.PathLike | None = None) -> nn.Module:
     """:func:`get_model` for a spec already looked up."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         torch.manual_seed(seed)
         model = spec.factory()
+    for w in caught:  # a factory's warning once per process, however often it is built
+        _warn_once(str(w.message), w.category, w.filename, w.lineno)
     if not isinstance(model, nn.Module):
         raise ModelNotFoundError(
             f"model {spec.name!r}: expected the factory to return an nn.Module, "
@@ -220,6 +236,14 @@ def build_model(spec: ModelSpec, seed: int = 0, weights: str | os.PathLike | Non
     if weights is not None:
         load_weights(model, weights, spec.name)
     return model.eval()
+
+
+@functools.cache
+def _warn_once(message: str, category: type[Warning], filename: str, lineno: int) -> None:
+    """Re-issue a warning the factory raised (the user's warning filters apply), the first
+    time only: torchvision's inception_v3 warns about its default initialization on every
+    build, and a command may build a model twice (capture, then profile)."""
+    warnings.warn_explicit(message, category, filename, lineno)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, name: str = "model") -> None:

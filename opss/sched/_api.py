@@ -28,6 +28,7 @@ def auto_schedule(
     graph: SchedGraph,
     max_states: int = DEFAULT_MAX_STATES,
     beam_width: int = DEFAULT_BEAM_WIDTH,
+    beam_work: int = AUTO_BEAM_WORK,
 ) -> ScheduleResult:
     """The best order it can find, proven optimal whenever possible.
 
@@ -38,7 +39,7 @@ def auto_schedule(
        optimum is returned.
     3. Otherwise beam search runs, with its width reduced from
        ``beam_width`` on large graphs so that ``width x frontier work`` stays
-       under ``AUTO_BEAM_WORK`` transitions (at least width 1), and the best of
+       under ``beam_work`` transitions (default ``AUTO_BEAM_WORK``; at least width 1), and the best of
        beam and the heuristics is returned, marked optimal only if it meets the
        lower bound (or the beam never pruned).
 
@@ -57,7 +58,7 @@ def auto_schedule(
             best = exact_schedule(graph, max_states=max_states)
         except BudgetExceededError:
             reduced = glue_reduce(graph).graph
-            width = max(1, min(beam_width, AUTO_BEAM_WORK // max(1, frontier_work(reduced))))
+            width = max(1, min(beam_width, beam_work // max(1, frontier_work(reduced))))
             beam = beam_schedule(graph, width=width)
             best = min([beam, *heuristics], key=lambda r: r.makespan)  # first of equal makespans
     optimal = best.optimal or meets_bound(best.makespan, lb)
@@ -71,7 +72,7 @@ def schedule(graph: SchedGraph, method: str = "auto", **opts) -> ScheduleResult:
     """Schedule ``graph`` with ``method`` (exact | tree | pathwise | topo | beam | auto).
 
     Options: ``max_states`` for exact and auto, ``width`` for beam,
-    ``beam_width`` for auto. Every result carries the makespan recomputed by
+    ``beam_width`` and ``beam_work`` for auto. Every result carries the makespan recomputed by
     :func:`opss.sched.makespan` and :func:`opss.sched.lower_bound`.
     """
     if method == "exact":
