@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     po = results.get("po", {}).get("median_s")
     best = min(r["median_s"] for r in results.values())
     if po and best >= po * 0.98:
-        print("note: no strategy beat po by more than 2 % here; pipelining pays when the best cut sends "
-              "several tensors, e.g. `opss demo --model alexnet_parallel --link wifi`")
+        print("note: no strategy beat po by more than 2 % here (po's plan is the best one found); pipelining "
+              "pays when the best cut sends several tensors, e.g. "
+              "`opss demo --model alexnet_parallel --link wifi --codecs raw`")
     return 0 if all(r["verified"] for r in results.values()) else 1
