@@ -277,7 +277,7 @@ def test_sigterm_and_ctrl_c_restore_and_sigkill_is_restored_by_cleanup(tmp_path)
         server = si.start_server()
         state = tmp_path / "state"
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
-            proc = _experiment(si, server, tmp_path / f"out{sig}", state, "--runs", "50", "--shaper", "tc")
+            proc = _experiment(si, server, tmp_path / f"out{sig}", state, "--runs", "400", "--shaper", "tc")
             said = _wait_for(proc, "link 4g:")  # shaped, probed: the runs have started
             assert _shaped(si.host_if) and len(list(state.glob("shaped-*.json"))) == 1, (sig, said)
             proc.send_signal(sig)
