@@ -155,7 +155,10 @@ class StandIn:
 def _experiment(standin, server, out, state, *extra):
     cmd = [sys.executable, "-m", "opss", "experiment", "--server", server, "--iface", standin.host_if,
            "--models", "resnet18", "--links", "4g", "--small", "--out", str(out), "--state-dir", str(state), *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C as at a terminal: a shell's background job (scripts/test.sh runs these tests as
+    # one) starts with SIGINT ignored, which the child would inherit
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _shaped(iface: str) -> bool:
