@@ -49,13 +49,6 @@ def _server(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("server: ")) from None
 
 
-def _image_decode_s(image: Any, shape: Sequence[int]) -> float | None:
-    """The server's preprocessing seconds of the photo's own file, measured here on it (None: no photo)."""
-    from opss.wirecosts import image_decode_seconds
-
-    return image_decode_seconds(image.data, shape) if image is not None else None
-
-
 def _link_spec(text: str) -> str:
     from opss.link import link_from_spec
 
@@ -264,6 +257,7 @@ def _input(args: argparse.Namespace) -> tuple[tuple[int, ...], Any, Any]:
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from opss.client.session import ClientConfig, ClientSession
+    from opss.wirecosts import image_decode_seconds
 
     token = _read_token(args.token_file)
     shape, x, image = _input(args)
@@ -274,7 +268,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         client_slowdown=args.client_slowdown, timeout=args.deadline, seed=args.seed, threads=args.threads,
         progress=not args.quiet, fresh_profile=args.fresh_profile, codecs=args.codecs,
         max_error=args.max_error, image_bytes=len(image.data) if image is not None else None,
-        image_decode_s=_image_decode_s(image, shape),
+        image_decode_s=None if image is None else image_decode_seconds(image.data, shape, codecs=args.codecs),
     )
     session = ClientSession(cfg, out=out, err=err)
     try:

@@ -214,14 +214,19 @@ def _tensor_costs(array: Any, codecs: Sequence[str], repeats: int) -> dict[str, 
     return out
 
 
-def image_decode_seconds(image: bytes, shape: Sequence[int], repeats: int = 3) -> float:
+def image_decode_seconds(image: bytes, shape: Sequence[int], repeats: int = 3, *,
+                         codecs: str | None = None) -> float | None:
     """Median seconds of :func:`opss.preprocess.image_tensor` on this image file (decode,
     resize, crop, normalize: what the server does with the ``file`` form), after one
     warm-up call. The codec table's figure is the sample photos' (some are large PNGs:
     20 ms against 4.5 ms for the 61 kB sample JPEG), so a client that has its image
-    measures it (a few milliseconds, once)."""
+    measures it (a few milliseconds, once). None, measuring nothing, when the
+    ``codecs`` spec (:func:`opss.codec.parse_codecs`) does not allow the ``file`` form."""
     from opss import preprocess
+    from opss.codec import parse_codecs
 
+    if codecs is not None and "file" not in parse_codecs(codecs):
+        return None
     preprocess.image_tensor(image, tuple(shape))  # the first call pays the decoder's set-up
     return _timed(lambda: preprocess.image_tensor(image, tuple(shape)), repeats)[1]
 

@@ -8,6 +8,7 @@ built copy, same seed), and, at library level, ``ServerPart.run`` of each reques
 
 from __future__ import annotations
 
+import contextlib
 import random
 import textwrap
 import threading
@@ -154,28 +155,34 @@ def test_batched_replies_equal_each_request_run_alone(stub, name: str) -> None:
     assert max(r.timings.batch_size for r in replies) >= 2
 
 
-def test_different_partitions_never_share_a_batch() -> None:
-    # a queue delay long enough that all six calls surely wait together, and room for all six
+@contextlib.contextmanager
+def _resnet18_stub(max_batch: int, max_queue_delay_s: float):
+    """A stub of a server of the small resnet18 alone, batching with these settings (room for 8 calls)."""
     config = ServerConfig(models=("resnet18",), small=True, device="cpu", max_inflight=8,
-                          max_inflight_per_peer=8, max_workers=16, warmup_runs=1, max_batch=8,
-                          max_queue_delay_s=1.0)
+                          max_inflight_per_peer=8, max_workers=16, warmup_runs=1, max_batch=max_batch,
+                          max_queue_delay_s=max_queue_delay_s)
     handle = build_server(config)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
-            stub = opss_pb2_grpc.OpssStub(channel)
-            model, graph = _graph("resnet18")
-            fp = models.fingerprint(model)
-            calls, refs = [], []
-            for i, k in enumerate((3, 9)):
-                s = split(graph, set(graph.ids[:k]))
-                for x in _inputs("resnet18", 3, 40 + 10 * i):
-                    out = s.client.run(x)
-                    calls.append(("resnet18", fp, [(c, out[c]) for c in s.cut], sorted(s.client_set)))
-                    with torch.no_grad():
-                        refs.append(model(x))
-            replies = _call_all(stub, calls)
+            yield opss_pb2_grpc.OpssStub(channel)
     finally:
         handle.stop(0).wait()
+
+
+def test_different_partitions_never_share_a_batch() -> None:
+    # a queue delay long enough that all six calls surely wait together, and room for all six
+    with _resnet18_stub(max_batch=8, max_queue_delay_s=1.0) as stub:
+        model, graph = _graph("resnet18")
+        fp = models.fingerprint(model)
+        calls, refs = [], []
+        for i, k in enumerate((3, 9)):
+            s = split(graph, set(graph.ids[:k]))
+            for x in _inputs("resnet18", 3, 40 + 10 * i):
+                out = s.client.run(x)
+                calls.append(("resnet18", fp, [(c, out[c]) for c in s.cut], sorted(s.client_set)))
+                with torch.no_grad():
+                    refs.append(model(x))
+        replies = _call_all(stub, calls)
     # mixing would give batches of 6; each partition's three calls form their own batch
     assert [r.timings.batch_size for r in replies] == [3] * 6
     for reply, ref in zip(replies, refs):
@@ -215,25 +222,17 @@ def test_a_batch_waits_at_most_the_queue_delay(stub) -> None:
 
 
 def test_a_full_batch_goes_before_the_queue_delay() -> None:
-    config = ServerConfig(models=("resnet18",), small=True, device="cpu", max_inflight=8,
-                          max_inflight_per_peer=8, max_workers=16, warmup_runs=1, max_batch=2,
-                          max_queue_delay_s=5.0)
-    handle = build_server(config)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
-            stub = opss_pb2_grpc.OpssStub(channel)
-            model, graph = _graph("resnet18")
-            fp = models.fingerprint(model)
-            s = split(graph, {graph.input_id})
-            calls = [("resnet18", fp, [(c, s.client.run(x)[c]) for c in s.cut],
-                      sorted(s.client_set)) for x in _inputs("resnet18", 2, 50)]
-            t0 = time.perf_counter()
-            replies = _call_all(stub, calls)
-            assert time.perf_counter() - t0 < 2.0  # not the 5 s delay
-            assert [r.timings.batch_size for r in replies] == [2, 2]
-            assert all(r.timings.batch_wait_s < 2.0 for r in replies)
-    finally:
-        handle.stop(0).wait()
+    with _resnet18_stub(max_batch=2, max_queue_delay_s=5.0) as stub:
+        model, graph = _graph("resnet18")
+        fp = models.fingerprint(model)
+        s = split(graph, {graph.input_id})
+        calls = [("resnet18", fp, [(c, s.client.run(x)[c]) for c in s.cut],
+                  sorted(s.client_set)) for x in _inputs("resnet18", 2, 50)]
+        t0 = time.perf_counter()
+        replies = _call_all(stub, calls)
+        assert time.perf_counter() - t0 < 2.0  # not the 5 s delay
+        assert [r.timings.batch_size for r in replies] == [2, 2]
+        assert all(r.timings.batch_wait_s < 2.0 for r in replies)
 
 
 def test_a_model_that_cannot_batch_is_served_unbatched_with_its_reason(tmp_path, monkeypatch) -> None:

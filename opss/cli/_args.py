@@ -119,7 +119,6 @@ def wire_from_args(args: argparse.Namespace, layer_graph, *, root=None) -> dict:
     from pathlib import Path
 
     from opss.errors import OpssError
-    from opss.codec import parse_codecs
     from opss.wirecosts import image_decode_seconds, wire_options
 
     image_bytes = image_decode_s = None
@@ -129,8 +128,8 @@ def wire_from_args(args: argparse.Namespace, layer_graph, *, root=None) -> dict:
             raise OpssError(f"--image {args.image}: no such file")
         data = path.read_bytes()
         image_bytes = len(data)
-        if "file" in parse_codecs(args.codecs):
-            image_decode_s = image_decode_seconds(data, layer_graph.node(layer_graph.input_id).shape)
+        image_decode_s = image_decode_seconds(data, layer_graph.node(layer_graph.input_id).shape,
+                                              codecs=args.codecs)
     return wire_options(layer_graph, args.codecs, max_error=args.max_error, image_bytes=image_bytes,
                         image_decode_s=image_decode_s,
                         root=root if root is not None else getattr(args, "profiles_dir", None),

@@ -141,7 +141,7 @@ def run_demo(
             throttle=fixed.b, wire_dtype=wire_dtype, small=small, seed=seed,
             client_slowdown=float(client_slowdown), progress=out is not None, fresh_profile=fresh_profiles,
             pace=True, codecs=codecs, max_error=max_error, image_bytes=len(photo[1].data),
-            image_decode_s=image_decode_seconds(photo[1].data, shape),
+            image_decode_s=image_decode_seconds(photo[1].data, shape, codecs=codecs),
         )
         raw = _raw_variant(session, arms)
         for name in strategies:
