@@ -19,8 +19,11 @@ own ``round_robin`` policy, watches each replica's standard health service (clie
 health checking, ``grpc.health.v1.Health/Watch`` for the empty service name, which
 opss-server reports SERVING once its models are loaded and NOT_SERVING as it shuts down),
 so calls skip a replica that is loading, draining or gone, and retries a call that failed
-UNAVAILABLE (a replica died under it) on another replica: gRPC replays the call's messages,
-buffered up to :data:`RETRY_BUFFER_BYTES`.
+UNAVAILABLE (a replica died under it) or that the server cancelled before answering (a
+replica shutting down cancels the calls it had not yet handed to a handler:
+grpc/grpc#41785) on another replica: gRPC replays the call's messages, buffered up to
+:data:`RETRY_BUFFER_BYTES`. A call the client cancels itself is never retried (gRPC commits a
+call the application cancels).
 """
 
 from __future__ import annotations
@@ -56,14 +59,16 @@ RETRY_BUFFER_BYTES = 64 * 1024 * 1024
 
 #: The channel's service config: round robin over the resolved addresses, client-side health
 #: checking on the standard health service (empty service name: the whole server), and a retry
-#: of UNAVAILABLE calls (Infer is a pure function of its inputs, so a replay is safe).
+#: of UNAVAILABLE calls and of calls the server cancelled before its reply's headers (a
+#: shutting-down gRPC server answers calls still queued in its core CANCELLED, not
+#: UNAVAILABLE: grpc/grpc#41785). Infer is a pure function of its inputs, so a replay is safe.
 SERVICE_CONFIG: dict[str, Any] = {
     "loadBalancingConfig": [{"round_robin": {}}],
     "healthCheckConfig": {"serviceName": ""},
     "methodConfig": [{
         "name": [{"service": "opss.v1.Opss"}],
         "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
-                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
     }],
 }
 

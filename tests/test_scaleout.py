@@ -50,6 +50,42 @@ def replicas():
         h.stop(0).wait(5)
 
 
+def test_a_call_the_server_cancelled_before_answering_is_replayed() -> None:
+    """A gRPC server shutting down answers the calls still queued in its core CANCELLED
+    (grpc/grpc#41785), which is what failed 3 of 12 graceful-stop runs below on a loaded
+    machine. The channel's retry policy replays such a call; the oracle is the server's own
+    count of attempts."""
+    import grpc
+    from concurrent import futures
+
+    from opss.client.grpc_transport import GrpcTransport
+    from opss.v1 import opss_pb2
+
+    attempts: list[str] = []
+
+    def list_models(request, context):
+        attempts.append(context.peer())
+        if len(attempts) == 1:
+            context.abort(grpc.StatusCode.CANCELLED, "CANCELLED")
+        return opss_pb2.ListModelsReply()
+
+    handler = grpc.method_handlers_generic_handler("opss.v1.Opss", {
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            list_models, request_deserializer=opss_pb2.ListModelsRequest.FromString,
+            response_serializer=opss_pb2.ListModelsReply.SerializeToString)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    t = GrpcTransport(f"127.0.0.1:{port}")
+    try:
+        assert isinstance(t.list_models(), opss_pb2.ListModelsReply)
+        assert len(attempts) == 2, attempts
+    finally:
+        t.close()
+        server.stop(0)
+
+
 def _session(target: str) -> ClientSession:
     cfg = ClientConfig(model="resnet18", server=target, small=True, progress=False, strategy="co",
                        link="1gbit")
