@@ -291,8 +291,10 @@ class ClientSession:
     default: resolved here, once, from ``config.model``, ``small``, ``seed`` and ``weights``).
     ``transport`` overrides the gRPC transport (tests use
     :class:`~opss.client.runtime.InProcessTransport`); ``client_profile`` /
-    ``server_profile`` (``{vertex id: seconds}`` or Profile) skip the lookups.
-    Messages go to ``out`` (None: silent).
+    ``server_profile`` (``{vertex id: seconds}`` or Profile) skip the lookups;
+    ``link_model`` (a LinkModel) is the link to plan with instead of ``config.link``'s fixed
+    rate or probe (a side-by-side arm on another session's link). Messages go to ``out``
+    (None: silent).
     """
 
     def __init__(
@@ -303,6 +305,7 @@ class ClientSession:
         transport: Any = None,
         client_profile: Any = None,
         server_profile: Any = None,
+        link_model: Any = None,
         out: TextIO | None = sys.stdout,
         err: TextIO | None = sys.stderr,
     ) -> None:
@@ -337,7 +340,7 @@ class ClientSession:
         if self.server_profile is None:
             self.server_profile = self._fallback_server_profile()
         self.pace = self._pace()
-        self.link = self._link()
+        self.link = link_model if link_model is not None else self._link()
         self.estimator = LinkEstimator(self.link, threshold=cfg.drift_threshold, window=16, min_samples=3)
         self.plans: dict[str, Any] = {}
         self.executions: dict[str, Execution] = {}

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import statistics
@@ -29,6 +30,10 @@ def _write_runs(path: Path, latencies: dict, shared: dict | None = None) -> None
                             "shared_with": shared.get(strategy, "")})
 
 
+#: columns of a summary.md latency row split on "|" (the first cell is empty)
+MEDIAN, VS_PO, VS_BEST = 8, 12, 13
+
+
 def _cells(text: str, strategy: str) -> list[str]:
     row = next(line for line in text.splitlines() if line.startswith("| 4g | m | " + strategy))
     return [c.strip() for c in row.split("|")]
@@ -43,9 +48,9 @@ def test_summary_medians_and_speedups_match_a_recomputation(tmp_path):
     opss = statistics.median([0.31, 0.29, 0.30])
     best = min(statistics.median([0.50, 0.52, 0.49]), statistics.median([0.9, 1.1, 1.0]))
     cells = _cells(text, "opss |")
-    assert cells[6] == f"{opss * 1e3:.1f}"
-    assert cells[10].startswith(f"{po / opss:.2f}x [")
-    assert cells[11].startswith(f"{best / opss:.2f}x [")
+    assert cells[MEDIAN] == f"{opss * 1e3:.1f}"
+    assert cells[VS_PO].startswith(f"{po / opss:.2f}x [")
+    assert cells[VS_BEST].startswith(f"{best / opss:.2f}x [")
     assert (tmp_path / "summary.md").exists() and (tmp_path / "experiment_latency.png").stat().st_size > 0
 
 
@@ -66,24 +71,87 @@ def test_summary_ratios_carry_bootstrap_intervals_and_shared_plans_read_equal(tm
     text = summarize(tmp_path)
     r, a, b = ratio_ci(po, opss)
     assert a <= 1.0 <= b
-    assert _cells(text, "opss")[10] == f"{r:.2f}x [{a:.2f}, {b:.2f}] n.s."
+    assert _cells(text, "opss")[VS_PO] == f"{r:.2f}x [{a:.2f}, {b:.2f}] n.s."
     r, a, b = ratio_ci(po, joint)
-    assert a > 1.0 and _cells(text, "joint")[10] == f"{r:.2f}x [{a:.2f}, {b:.2f}]"
+    assert a > 1.0 and _cells(text, "joint")[VS_PO] == f"{r:.2f}x [{a:.2f}, {b:.2f}]"
     best = bootstrap_groups_ci([lo, co, joint], lambda x, y, z: min(statistics.median(x), statistics.median(y))
                                / statistics.median(z))
-    assert _cells(text, "joint")[11] == (f"{statistics.median(lo) / statistics.median(joint):.2f}x "
+    assert _cells(text, "joint")[VS_BEST] == (f"{statistics.median(lo) / statistics.median(joint):.2f}x "
                                          f"[{best[0]:.2f}, {best[1]:.2f}]")
-    assert _cells(text, "po")[10] == "ref" and _cells(text, "lo")[11] == "ref"
+    assert _cells(text, "po")[VS_PO] == "ref" and _cells(text, "lo")[VS_BEST] == "ref"
     # measured once and shared: opss ran po's plan, po ran lo's
     lat[("opss", 0.4)] = po
     _write_runs(tmp_path / "runs.csv", lat, shared={"opss": "po"})
     text = summarize(tmp_path)
-    assert _cells(text, "opss (= po plan)")[10] == "= po"
+    assert _cells(text, "opss (= po plan)")[VS_PO] == "= po"
     lat[("po", 0.4)] = lat[("opss", 0.4)] = lo
     _write_runs(tmp_path / "runs.csv", lat, shared={"po": "lo", "opss": "lo"})
     text = summarize(tmp_path)
-    assert _cells(text, "po (= lo plan)")[11] == "= lo" and _cells(text, "opss (= po plan)")[10] == "= po"
-    assert _cells(text, "lo (= po plan)")[10] == "= po"
+    assert _cells(text, "po (= lo plan)")[VS_BEST] == "= lo" and _cells(text, "opss (= po plan)")[VS_PO] == "= po"
+    assert _cells(text, "lo (= po plan)")[VS_PO] == "= po"
+
+
+def test_raw_arms_are_the_reference_and_the_photos_jpeg_a_baseline(tmp_path):
+    """With the paper's raw arms beside the codec ones, 'vs po' is against po@raw (the paper's
+    partition-only) and 'vs best lo/co' takes the best of lo, co@raw and co (the photo's JPEG)."""
+    import random
+
+    from opss.stats import best_ratio_ci, ratio_ci
+
+    rng = random.Random(2)
+    drift = [1 + 0.2 * rng.random() for _ in range(10)]
+    runs = {"lo": 0.50, "co@raw": 0.90, "co": 0.30, "po@raw": 0.45, "po": 0.44, "joint@raw": 0.42, "joint": 0.20}
+    lat = {(arm, base): [base * d * (1 + 0.05 * rng.random()) for d in drift] for arm, base in runs.items()}
+    _write_runs(tmp_path / "runs.csv", lat)
+    text = summarize(tmp_path)
+    header = next(line for line in text.splitlines() if line.startswith("| link | model |"))
+    assert [c.strip() for c in header.split("|")][VS_PO] == "vs po@raw [95 % CI]"
+    arms = [line.split("|")[3].strip() for line in text.splitlines() if line.startswith("| 4g | m |")]
+    assert arms == ["lo", "co@raw", "co", "po@raw", "po", "joint@raw", "joint"]
+    series = {arm: v for (arm, _), v in lat.items()}
+    r, a, b = ratio_ci(series["po@raw"], series["joint"])
+    assert _cells(text, "joint |")[VS_PO] == f"{r:.2f}x [{a:.2f}, {b:.2f}]" and _cells(text, "po@raw")[VS_PO] == "ref"
+    r, a, b = best_ratio_ci([series["lo"], series["co"], series["co@raw"]], series["joint"])
+    assert _cells(text, "joint |")[VS_BEST] == f"{r:.2f}x [{a:.2f}, {b:.2f}]"
+    assert _cells(text, "co |")[VS_BEST] == "ref"  # the JPEG is the best baseline here
+
+
+def test_worker_sends_the_photo_runs_every_arm_and_records_the_wire():
+    """The client worker on its own (no root: an in-process server on loopback): every arm of
+    compared_arms planned and run with its output verified, what crosses the wire recorded, the
+    paper's raw arms sending raw float32."""
+    from opss.lab.harness import compared_arms, input_shape, start_server
+    from opss.plan import STRATEGIES
+
+    server = start_server("resnet18", small=True)
+    try:
+        args = {"model": "resnet18", "server": f"127.0.0.1:{server.port}", "strategies": list(STRATEGIES),
+                "codecs": "lossless", "image": "grace_hopper.jpg", "runs": 2, "small": True, "timeout_s": 60}
+        proc = subprocess.run([sys.executable, "-m", "opss.lab.experiment", "worker", json.dumps(args)],
+                              input="go\n", capture_output=True, text=True, timeout=600)
+    finally:
+        server.stop(0).wait(5)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recs = [json.loads(line) for line in proc.stdout.splitlines()]
+    meta, runs = recs[0], recs[1:]
+    arms = compared_arms(STRATEGIES, "lossless")
+    assert meta["kind"] == "meta" and set(meta["plans"]) == set(arms)
+    wire = meta["wire"]
+    assert wire["image"] == "grace_hopper.jpg" and wire["image_bytes"] > 0 and wire["codec_table"]["costs"]
+    assert "file" in wire["codecs"] and wire["image_decode_s"] > 0
+    assert sorted(r["strategy"] for r in runs) == sorted(list(arms) * 2)
+    assert all(r["verified"] for r in runs), [r for r in runs if not r["verified"]]
+    plans = meta["plans"]
+    assert all(v == "raw" for a in ("co@raw", "po@raw", "joint@raw") for v in plans[a]["codecs"].values())
+    raw_input = 4 * math.prod(input_shape("resnet18", small=True))
+    assert plans["co@raw"]["wire_bytes"] == plans["co@raw"]["cut_bytes"] == raw_input
+    # on loopback (gigabytes per second) a codec seldom pays; more choices never predict worse
+    assert plans["co"]["wire_bytes"] <= plans["co@raw"]["wire_bytes"]
+    assert all(plans[a]["predicted"]["total"] <= plans[f"{a}@raw"]["predicted"]["total"] * (1 + 1e-9)
+               for a in ("co", "po", "joint"))
+    for r in runs:  # a shared arm's runs are its group's first arm's
+        if r["shared_with"]:
+            assert plans[r["strategy"]]["shared_with"] == r["shared_with"]
 
 
 def test_cli_refuses_without_root_in_one_line(tmp_path):
@@ -110,8 +178,9 @@ def test_smoke_shaped_link_verified_and_cleaned_up(tmp_path):
     nominal, measured = float(links[0]["nominal_mbps"]), float(links[0]["measured_mbps"])
     assert abs(measured - nominal) / nominal < 0.15, links
     rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
-    assert {r["strategy"] for r in rows} == {"lo", "co", "po", "opss", "joint"}
-    assert all(sum(r["strategy"] == s for r in rows) == 3 for s in ("lo", "co", "po", "opss", "joint"))
+    arms = ("lo", "co@raw", "co", "po@raw", "po", "opss", "joint@raw", "joint")
+    assert {r["strategy"] for r in rows} == set(arms)
+    assert all(sum(r["strategy"] == s for r in rows) == 3 for s in arms)
     assert all(r["verified"] == "True" for r in rows), [r for r in rows if r["verified"] != "True"]
     assert all(r["where"] in ("cooperative", "local") for r in rows)
     assert any(r["where"] == "cooperative" for r in rows)

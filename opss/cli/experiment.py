@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opss.cli._args import host_port, positive_int
+from opss.cli._args import add_wire_arguments, host_port, positive_int
 from opss.errors import OpssError
 
 
@@ -51,7 +51,7 @@ def _gaps(text: str) -> tuple[float, ...]:
 
 
 def register(subparsers) -> None:
-    from opss.lab.experiment import DEFAULT_LINKS, DEFAULT_MODELS
+    from opss.lab.experiment import DEFAULT_IMAGE, DEFAULT_LINKS, DEFAULT_MODELS
     from opss.plan import STRATEGIES
 
     p = subparsers.add_parser(
@@ -65,6 +65,10 @@ def register(subparsers) -> None:
                    help="comma-separated presets (3g, 4g, wifi) or rates such as 10mbit (default 3g,4g,wifi)")
     p.add_argument("--strategies", type=_names, default=STRATEGIES,
                    help=f"comma-separated strategies (default {','.join(STRATEGIES)})")
+    add_wire_arguments(p, image=False)
+    p.add_argument("--image", default=DEFAULT_IMAGE, metavar="NAME",
+                   help=f"the input: a sample photo an installed package ships (default {DEFAULT_IMAGE}); "
+                        "beside the --codecs arms run the paper's raw float32 co@raw, po@raw and joint@raw")
     p.add_argument("--runs", type=positive_int, default=20, help="measured runs per strategy and point (default 20)")
     p.add_argument("--out", type=Path, default=Path("docs/results/experiment"),
                    help="output folder (default docs/results/experiment)")
@@ -111,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise OpssError("--server and --iface go together: the remote opss-server and the client's interface "
                         "towards it")
     cfg = ExperimentConfig(models=args.models, links=args.links, strategies=args.strategies, runs=args.runs,
+                           codecs=args.codecs, max_error=args.max_error, image=args.image,
                            out=args.out, client_cpu_share=args.client_cpu, cpu_period_us=args.cpu_period_us,
                            subnet=args.subnet, shaper=args.shaper, port=args.port, small=args.small,
                            server=args.server or "", iface=args.iface, state_dir=args.state_dir)

@@ -26,16 +26,17 @@ from typing import TextIO
 from opss.lab.harness import (
     BASELINES,
     StrategyResults,
+    compared_arms,
     input_shape,
     measure_strategies,
     open_session,
-    open_variant,
+    raw_variant,
     sample_input,
     start_server,
 )
 from opss.plan import STRATEGIES
 
-__all__ = ["demo_arms", "format_table", "run_demo", "verdict"]
+__all__ = ["format_table", "run_demo", "verdict"]
 
 
 def format_table(results: dict, link_text: str) -> str:
@@ -84,15 +85,6 @@ def _sayer(out: TextIO | None) -> Callable[[str], None]:
     return (lambda m: print(m, file=out, flush=True)) if out is not None else (lambda m: None)
 
 
-def demo_arms(strategies: tuple[str, ...], codecs: str) -> tuple[str, ...]:
-    """The compared arms: every strategy with ``codecs``, and beside them the paper's raw
-    float32 ``co``, ``po`` and ``joint`` (``name@raw``) unless ``codecs`` is raw already."""
-    if codecs == "raw":
-        return strategies
-    raw = tuple(f"{s}@raw" for s in ("co", "po", "joint") if s in strategies)
-    return tuple(dict.fromkeys((*strategies[:2], *raw, *strategies[2:])))
-
-
 def run_demo(
     model: str = "googlenet",
     link: str = "4g",
@@ -115,7 +107,7 @@ def run_demo(
     ``link`` is a preset or a rate (planned and enforced by the token bucket); each client
     layer takes ``client_slowdown`` times its profile; the input is the photo ``image``
     (default the sample JPEG matplotlib ships); the paper's raw arms run beside the codec
-    ones (:func:`demo_arms`); ``fresh_profiles`` measures both profiles now.
+    ones (:func:`~opss.lab.harness.compared_arms`); ``fresh_profiles`` measures both profiles now.
     """
     from opss import models
     from opss.link import link_from_spec
@@ -133,7 +125,7 @@ def run_demo(
         f"{len(photo[1].data) / 1e3:.1f} kB file; codecs {codecs}; load average {os.getloadavg()[0]:.1f}")
     server = start_server(model, small, seed, fresh_profiles)
     session = raw = None
-    arms = demo_arms(strategies, codecs)
+    arms = compared_arms(strategies, codecs)
     try:
         say(f"server: listening on 127.0.0.1:{server.port} ({server.store.device})")
         session = open_session(
@@ -143,7 +135,7 @@ def run_demo(
             pace=True, codecs=codecs, max_error=max_error, image_bytes=len(photo[1].data),
             image_decode_s=image_decode_seconds(photo[1].data, shape, codecs=codecs),
         )
-        raw = _raw_variant(session, arms)
+        raw = raw_variant(session, arms)
         for name in strategies:
             say(session.describe_plan(name))
         results = measure_strategies(session, arms, runs, seed=seed, say=say, image=photo,
@@ -155,12 +147,6 @@ def run_demo(
             if sess is not None:
                 sess.close()
         server.stop(0).wait(5)
-
-
-def _raw_variant(session, arms: tuple[str, ...]):
-    """The session planning the ``@raw`` arms (codecs raw), or None when there are none."""
-    names = tuple(a.partition("@")[0] for a in arms if a.endswith("@raw"))
-    return open_variant(session, names, codecs="raw") if names else None
 
 
 def _photo(image: str | None, shape) -> tuple:

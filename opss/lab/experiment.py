@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opss.errors import OpssError
-from opss.lab.harness import BASELINES, measure_strategies, open_session, same_plan_groups
+from opss.lab.harness import (
+    BASELINES,
+    arm_sessions,
+    compared_arms,
+    measure_strategies,
+    open_session,
+    same_plan_groups,
+)
 from opss.plan import STRATEGIES
 from opss.stats import best_ratio_ci, median, p90, ratio_ci, ratio_text
 
@@ -47,9 +54,15 @@ SWEEP_MBPS = (1, 1.5, 2, 3, 4, 5.85, 8, 12, 18.88, 25, 35, 50, 70, 100)
 RUN_FIELDS = ("model", "link", "nominal_mbps", "strategy", "run", "latency_s", "predicted_s",
               "client_compute_s", "upload_s", "hidden_upload_s", "server_s", "after_upload_s",
               "pred_client_compute_s", "pred_upload_s", "pred_hidden_upload_s", "pred_server_s",
-              "pred_reply_s", "cut_bytes", "cut", "client_vertices", "where", "verified", "shared_with")
+              "pred_reply_s", "cut_bytes", "wire_bytes", "codecs", "cut", "client_vertices", "where", "verified",
+              "shared_with")
 
-PLAN_FIELDS = ("model", "link", "strategy", "seconds_to_plan", "predicted_s", "link_b", "link_c", "shared_with")
+PLAN_FIELDS = ("model", "link", "strategy", "seconds_to_plan", "predicted_s", "link_b", "link_c", "shared_with",
+               "cut_bytes", "wire_bytes", "codecs")
+#: what the client may send by default (:func:`opss.codec.parse_codecs`), as opss-client
+DEFAULT_CODECS = "lossless"
+#: the input photo (matplotlib's sample JPEG, :mod:`opss.samples`), as the demo and bench_wire_latency
+DEFAULT_IMAGE = "grace_hopper.jpg"
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,10 @@ class ExperimentConfig:
     models: tuple[str, ...] = DEFAULT_MODELS
     links: tuple[str, ...] = DEFAULT_LINKS
     strategies: tuple[str, ...] = STRATEGIES
+    #: codecs of the strategies' arms; beside them run co@raw, po@raw, joint@raw (unless this is raw)
+    codecs: str = DEFAULT_CODECS
+    image: str = DEFAULT_IMAGE  # the input: a sample photo an installed package ships
+    max_error: float | None = None  # admits lossy codecs whose measured output error is within it
     runs: int = 20
     out: Path = Path("docs/results")
     #: cores, a cgroup quota (``--client-cpu``); None: 0.25 on one machine, no quota in two-machine mode
@@ -81,48 +98,76 @@ def worker_main(argv: list[str] | None = None) -> int:
     """The client process: ``python -m opss.lab.experiment worker JSON``; one JSON line per run on stdout.
 
     Waits for a line on stdin before it starts, so the driver can move it
-    into the CPU cgroup first.
+    into the CPU cgroup first. The input is a sample photo (``args["image"]``, one that an
+    installed package ships), sent as the plan says (its tensor, its uint8 crop or its own
+    file); the arms are :func:`~opss.lab.harness.compared_arms`: every strategy with
+    ``args["codecs"]`` and the paper's raw float32 ``co@raw``, ``po@raw`` and ``joint@raw``.
     """
+    from opss.lab.harness import input_shape, raw_variant, sample_input
+    from opss.wirecosts import image_decode_seconds
+
     args = json.loads((argv or sys.argv[1:])[-1])
     sys.stdin.readline()
     strategies = tuple(args["strategies"])
+    codecs = args.get("codecs", DEFAULT_CODECS)
+    image = args.get("image", DEFAULT_IMAGE)
+    arms = compared_arms(strategies, codecs)
+    shape = input_shape(args["model"], args["small"])
+    photo = sample_input(shape, image)
+    # the server decodes the file form: its time comes from the driver (outside the client's quota)
+    decode_s = args["image_decode_s"] if "image_decode_s" in args else image_decode_seconds(
+        photo[1].data, shape, codecs=codecs)
     session = open_session(strategies, out=sys.stderr, err=sys.stderr, model=args["model"], server=args["server"],
                            link="auto", small=args["small"], fresh_profile=True, progress=False, threads=1,
-                           timeout=args["timeout_s"])
+                           timeout=args["timeout_s"], codecs=codecs, max_error=args.get("max_error"),
+                           image_bytes=len(photo[1].data), image_decode_s=decode_s)
+    raw = None
     try:
         if args.get("require_server") and session.server_info is None:
             raise OpssError(f"no opss-server serving {args['model']} answers at {args['server']} "
                             "(start it there with --host 0.0.0.0 --models ...)")
-        groups = same_plan_groups({name: (session, name) for name in strategies})
-        print(json.dumps(_meta(session, groups)), flush=True)
-        measure_strategies(session, strategies, args["runs"], share_identical=True,
-                           on_run=lambda name, rep: print(json.dumps(_run_record(session, name, rep, groups)),
+        raw = raw_variant(session, arms)
+        variants = {"raw": raw} if raw is not None else {}
+        sessions = arm_sessions(session, variants, arms)
+        plans = {label: sess.plans[name] for label, (sess, name) in sessions.items()}
+        groups = same_plan_groups(sessions)
+        print(json.dumps(_meta(session, plans, groups, image)), flush=True)
+        measure_strategies(session, arms, args["runs"], share_identical=True, image=photo, variants=variants,
+                           on_run=lambda name, rep: print(json.dumps(_run_record(plans[name], name, rep, groups)),
                                                           flush=True))
     finally:
-        session.close()
+        for sess in (raw, session):
+            if sess is not None:
+                sess.close()
     return 0
 
 
-def _meta(session, groups: dict[str, str]) -> dict:
-    """The worker's first line: the link fit, the graph, both profiles and every plan."""
+def _meta(session, plans: dict, groups: dict[str, str], image: str) -> dict:
+    """The worker's first line: the link fit, the graph, both profiles, what crosses the wire
+    (codec table, codecs, the photo's size and decode time) and every arm's plan."""
     from opss.problem import costs_of
 
     link = session.link
     costs = costs_of(session.client_profile, session.plan_graph, "client")
     server = costs_of(session.server_profile, session.plan_graph, "server")
+    wire = dict(session.wire)
+    table = wire.pop("codec_table", None)
+    wire = {"codecs": list(wire.get("codecs", ())), "max_error": wire.get("max_error"),
+            "image_bytes": wire.get("image_bytes"), "image_decode_s": wire.get("image_decode_s"),
+            "image": image, "codec_table": table.to_json() if table is not None else None}
     return {"kind": "meta", "link_b": link.b, "link_c": link.c, "graph": session.plan_graph.to_json(),
-            "client_f": costs, "server_s": server,
+            "client_f": costs, "server_s": server, "wire": wire,
             "plans": {name: {"seconds_to_plan": p.seconds_to_plan, "predicted": p.predicted.to_json(),
-                             "cut_bytes": p.cut_bytes, "client": len(p.client),
-                             "shared_with": groups[name] if groups[name] != name else ""}
-                      for name, p in session.plans.items()}}
+                             "cut_bytes": p.cut_bytes, "wire_bytes": p.wire_bytes, "client": len(p.client),
+                             "codecs": dict(p.codecs), "shared_with": groups[name] if groups[name] != name else ""}
+                      for name, p in plans.items()}}
 
 
-def _run_record(session, name: str, rep, groups: dict[str, str]) -> dict:
-    """One measured run as a line of runs.csv: its terms beside the prediction's. A strategy whose
-    plan is identical to an earlier one's gets that one's run (``shared_with`` names it)."""
+def _run_record(plan, name: str, rep, groups: dict[str, str]) -> dict:
+    """One measured run of arm ``name`` (planned as ``plan``) as a line of runs.csv: its terms beside
+    the prediction's. An arm whose plan is identical to an earlier one's gets that one's run
+    (``shared_with`` names it)."""
     terms = rep.result.timeline.terms()
-    plan = session.plans[name]
     pred = plan.predicted
     return {
         "kind": "run", "strategy": name, "latency_s": rep.latency, "predicted_s": pred.total,
@@ -131,9 +176,15 @@ def _run_record(session, name: str, rep, groups: dict[str, str]) -> dict:
         "after_upload_s": terms["after_upload"], "pred_client_compute_s": pred.client_compute,
         "pred_upload_s": pred.upload, "pred_hidden_upload_s": pred.hidden_upload,
         "pred_server_s": pred.server, "pred_reply_s": pred.reply, "cut_bytes": plan.cut_bytes,
+        "wire_bytes": plan.wire_bytes, "codecs": _codec_text(plan.codecs),
         "cut": " ".join(plan.cut), "client_vertices": len(plan.client),
         "where": rep.result.timeline.where, "verified": bool(rep.verify_ok),
         "shared_with": groups[name] if groups[name] != name else ""}
+
+
+def _codec_text(codecs: dict) -> str:
+    """A plan's codec per uploaded tensor, ``vertex=codec`` joined by spaces (raw ones left out)."""
+    return " ".join(f"{v}={c}" for v, c in sorted(codecs.items()) if c != "raw")
 
 
 # --------------------------------------------------------------------------- the driver (root)
@@ -205,6 +256,12 @@ def run_experiment(cfg: ExperimentConfig, say=_say, gaps: tuple[float, ...] | No
         if name not in STRATEGIES:
             raise OpssError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {name!r}")
     from opss import models as zoo
+    from opss import samples
+
+    if cfg.image not in samples.SAMPLE_NAMES:
+        raise OpssError(f"image: expected one of the sample photos {', '.join(samples.SAMPLE_NAMES)}, "
+                        f"got {cfg.image!r}")
+    arms = compared_arms(cfg.strategies, cfg.codecs)
 
     for m in cfg.models:
         zoo.get_spec(m)
@@ -214,13 +271,14 @@ def run_experiment(cfg: ExperimentConfig, say=_say, gaps: tuple[float, ...] | No
     runs_csv = out / "runs.csv"
     rows = _read_rows(runs_csv)
     todo = [(link, m) for link in cfg.links for m in cfg.models
-            if not _done(rows, m, link, cfg.strategies, cfg.runs)]
+            if not _done(rows, m, link, arms, cfg.runs)]
     if not todo:
         say(f"opss experiment: every point is already in {runs_csv}; summarizing")
         summarize(out, gaps)
         return out
     say(f"opss experiment: {len(todo)} of {len(cfg.links) * len(cfg.models)} (link, model) points to run, "
-        f"{cfg.runs} runs x {len(cfg.strategies)} strategies each; results append to {runs_csv}")
+        f"{cfg.runs} runs x {len(arms)} arms each ({', '.join(arms)}; identical plans run once), input "
+        f"{cfg.image}; results append to {runs_csv}")
     with contextlib.ExitStack() as stack:
         bed = stack.enter_context((_RemoteBed if cfg.server else _NamespaceBed)(cfg, rates[todo[0][0]], say))
         bar = _progress(len(todo))
@@ -351,6 +409,18 @@ def _progress(total: int):
     return tqdm(total=total, desc="points", unit="pt", file=sys.stderr, dynamic_ncols=True)
 
 
+def _server_decode_s(cfg: ExperimentConfig, model: str) -> float | None:
+    """The file form's preprocessing time, measured here (the driver: not under the client's quota) on
+    the photo the worker sends: on one machine the server's core is as fast as this process's; in
+    two-machine mode this is the client machine's time, an overestimate for a faster server."""
+    from opss import samples
+    from opss.lab.harness import input_shape
+    from opss.wirecosts import image_decode_seconds
+
+    data = dict(samples.sample_images())[cfg.image]
+    return image_decode_seconds(data, input_shape(model, cfg.small), codecs=cfg.codecs)
+
+
 def _run_point(cfg, bed, model, link, rate, bar) -> None:
     runs_csv, plans_csv = Path(cfg.out) / "runs.csv", Path(cfg.out) / "plans.csv"
     # a partly done point is rerun whole: its earlier rows are dropped so medians use one session
@@ -360,7 +430,8 @@ def _run_point(cfg, bed, model, link, rate, bar) -> None:
             w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-    args = {"model": model, "server": bed.address, "strategies": list(cfg.strategies),
+    args = {"model": model, "server": bed.address, "strategies": list(cfg.strategies), "codecs": cfg.codecs,
+            "image": cfg.image, "max_error": cfg.max_error, "image_decode_s": _server_decode_s(cfg, model),
             "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s, "require_server": bool(cfg.server)}
     cmd = [*_pinned(0), sys.executable, "-m", "opss.lab.experiment", "worker", json.dumps(args)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -379,9 +450,11 @@ def _run_point(cfg, bed, model, link, rate, bar) -> None:
                     _append(plans_csv, PLAN_FIELDS,
                             {"model": model, "link": link, "strategy": name,
                              "seconds_to_plan": p["seconds_to_plan"], "predicted_s": p["predicted"]["total"],
-                             "link_b": rec["link_b"], "link_c": rec["link_c"], "shared_with": p["shared_with"]})
+                             "link_b": rec["link_b"], "link_c": rec["link_c"], "shared_with": p["shared_with"],
+                             "cut_bytes": p["cut_bytes"], "wire_bytes": p["wire_bytes"],
+                             "codecs": _codec_text(p["codecs"])})
                 for sub, data in (("profiles", {"client_f": rec["client_f"], "server_s": rec["server_s"]}),
-                                  ("graphs", rec["graph"])):
+                                  ("graphs", rec["graph"]), ("wire", rec["wire"])):
                     (Path(cfg.out) / sub).mkdir(exist_ok=True)
                     (Path(cfg.out) / sub / f"{model}.json").write_text(json.dumps(data))
                 continue
@@ -429,12 +502,15 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
         fell[key] += r["where"] == "fallback"
     models = list(dict.fromkeys(r["model"] for r in rows))
     links = list(dict.fromkeys(r["link"] for r in rows))
-    strategies = [s for s in STRATEGIES if any(k[2] == s for k in lat)]
+    strategies = sorted({k[2] for k in lat}, key=_arm_order)
+    ref = _po_ref(strategies)
     link_rows = {r["link"]: r for r in _read_rows(out / "links.csv")}
     shared = {(r["model"], r["link"], r["strategy"]): r.get("shared_with") or r["strategy"] for r in rows}
-    lines = ["| link | model | strategy | client vertices | upload kB | median ms | p90 ms | predicted ms | "
-             "median abs err | vs po [95 % CI] | vs best lo/co [95 % CI] | verified |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    wire_of = {(r["model"], r["link"], r["strategy"]): (int(float(r.get("wire_bytes") or r["cut_bytes"] or 0)),
+                                                       r.get("codecs") or "") for r in rows}
+    lines = [f"| link | model | arm | client vertices | upload kB | on the wire kB | codecs | median ms | p90 ms | "
+             f"predicted ms | median abs err | vs {ref} [95 % CI] | vs best lo/co [95 % CI] | verified |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for link in links:
         for model in models:
             point = {s: lat[(model, link, s)] for s in strategies if (model, link, s) in lat}
@@ -442,9 +518,11 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
             for s in point:
                 k = (model, link, s)
                 nv, nb, _ = plan_of[k]
-                lines.append(f"| {link} | {model} | {s}{_plan_label(s, group, plan_of, model, link)} | {nv} | "
-                             f"{nb / 1e3:.1f} | {median(point[s]) * 1e3:.1f} | {p90(point[s]) * 1e3:.1f} | "
-                             f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {_vs_po(s, point, group)} | "
+                wb, codecs = wire_of[k]
+                lines.append(f"| {link} | {model} | {s}{_plan_label(s, group, plan_of, model, link, ref)} | {nv} | "
+                             f"{nb / 1e3:.1f} | {wb / 1e3:.1f} | {_short_codecs(codecs)} | "
+                             f"{median(point[s]) * 1e3:.1f} | {p90(point[s]) * 1e3:.1f} | "
+                             f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {_vs_po(s, point, group, ref)} | "
                              f"{_vs_best(s, point, group)} | "
                              f"{'yes' if verified[k] and not fell[k] else f'NO ({fell[k]} fallbacks)'} |")
     link_lines = ["| link | nominal Mbit/s | measured Mbit/s | shaper |", "|---|---:|---:|---|"]
@@ -455,7 +533,7 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
     table = "\n".join(lines)
     text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n## Latency\n\n" + table + "\n"
     text += "\n" + _TABLE_NOTE
-    calib = _calibration(lat, rows, models, links)
+    calib = _calibration(lat, rows, models, links, "co@raw" if "co@raw" in strategies else "co")
     if calib:
         text += "\n## Client vs server compute (the slowdown factor)\n\n" + calib + "\n"
     sweep = gap_sweep(out, models, SWEEP_MBPS, gaps or GAPS)
@@ -468,13 +546,20 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
 
 
 _TABLE_NOTE = """\
-'(= po plan)': the same client set, order, cut and codecs as po. Measured once and shared (runs.csv
-column `shared_with`), such a row's ratios are '= po' exactly; in older runs without that column it
-was measured on its own, so any difference from po is run-to-run noise, not the schedule.
-'vs po' is po's median over this strategy's, 'vs best lo/co' the smaller of the lo and co medians
-over it (> 1: this strategy is faster). In brackets the 95 % percentile-bootstrap interval of that
-ratio of medians, resampling the interleaved rounds (run i of every strategy of a point together,
-2000 resamples); 'n.s.' when the interval contains 1.0, i.e. the runs do not decide the difference.
+Arms: each strategy with the run's codecs (default lossless: the photo may cross as its own JPEG file
+or its uint8 crop, tensors zstd-compressed where that pays) and, '@raw', with the paper's raw float32
+tensors; po@raw is the paper's partition-only. 'upload kB' is the raw float32 size of the cut, 'on the
+wire kB' what the plan sends.
+'(= X plan)': the same client set, order, cut and codecs as arm X (a plan that uploads nothing is
+the same as lo's whatever its order). Measured once and shared (runs.csv column `shared_with`), such
+a row's ratios against X are '= X' exactly; in older runs without that column it was measured on its
+own, so any difference from X is run-to-run noise, not the schedule.
+'vs po@raw' is po@raw's median over this arm's, 'vs best lo/co' the smallest of the lo, co@raw and co
+(the photo's own JPEG) medians over it: the alternatives a user has without a planner (> 1: this arm
+is faster). In brackets the 95 % percentile-bootstrap interval of that ratio of medians, resampling
+the interleaved rounds (run i of every arm of a point together, 2000 resamples; for 'best' the
+minimum is taken inside every resample); 'n.s.' when the interval contains 1.0, i.e. the runs do not
+decide the difference.
 """
 
 
@@ -487,32 +572,53 @@ winner is the least predicted latency, a tie within 1 % going to the simpler str
 """
 
 
-def _plan_label(s, group, plan_of, model, link) -> str:
-    """' (= po plan)' when ``s`` ran (or would run) po's plan, ' (= X plan)' when it shared X's."""
-    if s == "po":
-        return f" (= {group['po']} plan)" if group.get("po", "po") != "po" else ""
-    if "po" in group and group[s] == group["po"]:
-        return " (= po plan)"
+def _arm_order(label: str) -> tuple:
+    """Arms in the order of STRATEGIES, each strategy's paper-faithful ``@raw`` arm first."""
+    base, _, variant = label.partition("@")
+    return (STRATEGIES.index(base) if base in STRATEGIES else len(STRATEGIES), variant != "raw", label)
+
+
+def _po_ref(arms) -> str:
+    """The partition-only arm the ratios refer to: the paper's (raw float32) when it was run."""
+    return "po@raw" if "po@raw" in arms else "po"
+
+
+def _short_codecs(text: str) -> str:
+    """A plan's codecs column: the distinct codecs it uses with their counts (raw when none)."""
+    names = [item.partition("=")[2] for item in text.split()]
+    if not names:
+        return "raw"
+    counts = {n: names.count(n) for n in dict.fromkeys(names)}
+    return ", ".join(n if c == 1 else f"{n} x{c}" for n, c in counts.items())
+
+
+def _plan_label(s, group, plan_of, model, link, ref="po") -> str:
+    """' (= po plan)' when ``s`` ran (or would run) the ``ref`` arm's plan, ' (= X plan)' when it
+    shared X's."""
+    if s == ref:
+        return f" (= {group[ref]} plan)" if group.get(ref, ref) != ref else ""
+    if ref in group and group[s] == group[ref]:
+        return f" (= {ref} plan)"
     if group[s] != s:
         return f" (= {group[s]} plan)"
-    same_as_po = (model, link, "po") in plan_of and plan_of[(model, link, "po")] == plan_of[(model, link, s)]
-    return " (= po plan)" if same_as_po else ""  # runs.csv from before shared_with: measured apart
+    same_as_po = (model, link, ref) in plan_of and plan_of[(model, link, ref)] == plan_of[(model, link, s)]
+    return f" (= {ref} plan)" if same_as_po else ""  # runs.csv from before shared_with: measured apart
 
 
-def _vs_po(s, point, group) -> str:
-    """po's median over ``s``'s with its interval; '= po' when ``s`` shared po's runs."""
-    if "po" not in point:
+def _vs_po(s, point, group, ref="po") -> str:
+    """The ``ref`` arm's median over ``s``'s with its interval; '= po' when ``s`` shared its runs."""
+    if ref not in point:
         return "-"
-    if s == "po":
+    if s == ref:
         return "ref"
-    if group[s] == group["po"]:
-        return "= po"
-    return ratio_text(*ratio_ci(point["po"], point[s]))
+    if group[s] == group[ref]:
+        return f"= {ref}"
+    return ratio_text(*ratio_ci(point[ref], point[s]))
 
 
 def _vs_best(s, point, group) -> str:
     """min(lo, co medians) over ``s``'s median, the minimum taken inside every resample."""
-    base = [b for b in BASELINES if b in point]
+    base = [b for b in (*BASELINES, "co@raw") if b in point]
     if not base:
         return "-"
     best = min(base, key=lambda b: median(point[b]))
@@ -521,11 +627,12 @@ def _vs_best(s, point, group) -> str:
     return ratio_text(*best_ratio_ci([point[b] for b in base], point[s]))
 
 
-def _calibration(lat, rows, models, links) -> str:
-    """Client-under-quota lo latency against the server's measured compute of the whole model (co)."""
+def _calibration(lat, rows, models, links, co="co") -> str:
+    """Client-under-quota lo latency against the server's measured compute of the whole model (the
+    ``co`` arm: co@raw when run, whose server term is the model alone, no photo to decode)."""
     srv = defaultdict(list)
     for r in rows:
-        if r["strategy"] == "co" and r["where"] == "cooperative":
+        if r["strategy"] == co and r["where"] == "cooperative":
             srv[r["model"]].append(float(r["server_s"]))
     lines = ["| model | client lo median ms | lo p90/median | server compute (co) median ms | co server p90/median "
              "| slowdown |", "|---|---:|---:|---:|---:|---:|"]

@@ -7,8 +7,10 @@ strategy is run through the real :class:`~opss.client.session.ClientSession`
 warm-up round so slow drifts of the machine hit every strategy alike; every
 output is verified against the local full model, and the measured latencies
 are collected beside the plan's prediction. With ``share_identical``, arms
-whose plans are identical (:func:`same_plan_groups`: same session, client set,
-order, cut and codecs) are run once and the measurement is shared.
+whose plans are identical (:func:`same_plan_groups`: same session or a variant of
+it, client set, order, cut and codecs) are run once and the measurement is shared.
+:func:`compared_arms` and :func:`raw_variant` set up the side-by-side of the paper's raw
+float32 arms (``co@raw``, ``po@raw``, ``joint@raw``) and the codec ones.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any, TextIO
 from opss.errors import OpssError
 from opss.stats import median, p90
 
-__all__ = ["BASELINES", "StrategyResults", "input_shape", "measure_strategies", "open_session", "open_variant",
-           "same_plan_groups", "sample_input", "start_server"]
+__all__ = ["BASELINES", "StrategyResults", "arm_sessions", "compared_arms", "input_shape", "measure_strategies",
+           "open_session", "open_variant", "raw_variant", "same_plan_groups", "sample_input", "start_server"]
 
 #: The single-side strategies (all local, all cloud) whose best the reports compare against.
 BASELINES = ("lo", "co")
@@ -90,7 +92,7 @@ def open_session(strategies: Sequence[str], *, out: TextIO | None = None, err: T
 
 
 def open_variant(base: Any, strategies: Sequence[str], **changes: Any) -> Any:
-    """Another session on ``base``'s model, server, profiles and link settings, planning
+    """Another session on ``base``'s model, server, profiles and link (the one ``base`` planned with), planning
     ``strategies`` with ``changes`` to its config (e.g. ``codecs="raw"``): the arms of
     a side-by-side comparison."""
     import dataclasses
@@ -98,8 +100,32 @@ def open_variant(base: Any, strategies: Sequence[str], **changes: Any) -> Any:
     from opss.client.session import ClientSession
 
     cfg = dataclasses.replace(base.config, strategy=strategies[0], also_plan=tuple(strategies[1:]), **changes)
-    return ClientSession(cfg, out=None, err=base.err, resolved=base.resolved, client_profile=base.client_profile,
-                         server_profile=base.server_profile)
+    sess = ClientSession(cfg, out=None, err=base.err, resolved=base.resolved, client_profile=base.client_profile,
+                         server_profile=base.server_profile, link_model=base.link)
+    sess.variant_of = _family(base)  # same server, model and input: identical plans may share runs
+    return sess
+
+
+def compared_arms(strategies: Sequence[str], codecs: str) -> tuple[str, ...]:
+    """The compared arms: every strategy with ``codecs``, and beside them the paper's raw
+    float32 ``co``, ``po`` and ``joint`` (``name@raw``) unless ``codecs`` is raw already."""
+    strategies = tuple(strategies)
+    if codecs == "raw":
+        return strategies
+    raw = tuple(f"{s}@raw" for s in ("co", "po", "joint") if s in strategies)
+    return tuple(dict.fromkeys((*strategies[:2], *raw, *strategies[2:])))
+
+
+def raw_variant(session: Any, arms: Sequence[str]) -> Any:
+    """The session planning the ``@raw`` arms of ``arms`` (codecs raw) on ``session``'s server,
+    profiles and link settings, or None when there are none."""
+    names = tuple(a.partition("@")[0] for a in arms if a.endswith("@raw"))
+    return open_variant(session, names, codecs="raw") if names else None
+
+
+def arm_sessions(session: Any, variants: Mapping[str, Any] | None, labels: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """``{label: (session, strategy)}`` for arm labels ``strategy`` or ``strategy@variant``."""
+    return {label: _arm(session, variants or {}, label) for label in labels}
 
 
 def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, seed: int = 0,
@@ -128,7 +154,7 @@ def measure_strategies(session: Any, strategies: Sequence[str], runs: int, *, se
         x, source = image
     else:
         x, source = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(seed)), None
-    arms = {label: _arm(session, variants or {}, label) for label in strategies}
+    arms = arm_sessions(session, variants, strategies)
     rep_of = same_plan_groups(arms) if share_identical else {name: name for name in arms}
     times: dict[str, list[float]] = {name: [] for name in strategies}
     verified = {name: True for name in strategies}
@@ -172,16 +198,21 @@ def _plan_key(plan: Any) -> tuple:
 def same_plan_groups(arms: Mapping[str, tuple[Any, str]]) -> dict[str, str]:
     """``{arm: the first arm with the identical plan}`` for arms ``{label: (session, strategy)}``.
 
-    Identical: the same session (so the same server, model, input and link
-    settings) and the same client set, order, cut, codecs and overlap (which only matters when
-    something is uploaded before the client's last vertex); an arm that is
-    its own first maps to itself."""
+    Identical: the same session or a variant of it (:func:`open_variant`: the same server,
+    model, input and link settings) and the same client set, order, cut, codecs and overlap
+    (which only matters when something is uploaded before the client's last vertex); an arm
+    that is its own first maps to itself."""
     first: dict[tuple, str] = {}
     out = {}
     for name, (sess, strategy) in arms.items():
-        key = (id(sess), _plan_key(sess.plans[strategy]))
+        key = (id(_family(sess)), _plan_key(sess.plans[strategy]))
         out[name] = first.setdefault(key, name)
     return out
+
+
+def _family(session: Any) -> Any:
+    """The session ``session`` is a variant of (:func:`open_variant`), else itself."""
+    return getattr(session, "variant_of", None) or session
 
 
 def _arm(session: Any, variants: Mapping[str, Any], label: str) -> tuple[Any, str]:
