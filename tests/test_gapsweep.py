@@ -52,3 +52,38 @@ def test_sweep_rows_match_hand_computed_lo_and_co(tmp_path):
     table = gap_table(rows)
     assert "| chain3 | 5x | from 100 | never | 1.00x | 1.00x | lo -> po |" in table, table
     assert "| chain3 | 50x | from 1 |" in table, table
+
+
+def test_with_the_recorded_wire_co_sends_the_file_and_codec_times_go_to_server_speed(tmp_path):
+    """An experiment's wire/MODEL.json adds every strategy planned with its codecs: at 1 Mbit/s co
+    sends the 800 kB image file instead of the 1 MB tensor, its decode (measured at the server's
+    speed by the driver) in the server term; zstd's measured times, taken on a client 2x slower
+    than the server, are halved before the sweep's gap is applied."""
+    from opss.wirecosts import CodecCost, CodecTable
+
+    server = _write(tmp_path)
+    client = {v: 2 * t for v, t in server.items()}  # the experiment's client: 2x slower
+    (tmp_path / "profiles" / "chain3.json").write_text(json.dumps({"client_f": client, "server_s": server}))
+    table = CodecTable("chain3", "cpu-test", {"in": {"file": CodecCost(0.02, 0.0, 0.5)},
+                                              "a": {"zstd": CodecCost(0.5, 0.0004, 0.002)}})
+    (tmp_path / "wire").mkdir()
+    (tmp_path / "wire" / "chain3.json").write_text(json.dumps({
+        "codecs": ["raw", "zstd", "file"], "max_error": None, "image_bytes": 800_000, "image_decode_s": 0.003,
+        "image": "photo.jpg", "codec_table": table.to_json()}))
+    rows = gap_sweep(tmp_path, ["chain3"], [1, 100], gaps=(5,))
+    slow, fast = rows
+    b = 1e6 / 8
+    assert slow["co_codecs_s"] == pytest.approx(SWEEP_C + 800_000 / b + 0.003 + sum(server.values()) + SWEEP_C + 10 / b)
+    assert slow["co_s"] == pytest.approx(SWEEP_C + 1_000_000 / b + sum(server.values()) + SWEEP_C + 10 / b)
+    assert slow["joint_codecs_vs_po"] == pytest.approx(slow["po_s"] / slow["joint_codecs_s"])
+    # at 100 Mbit/s the cut after a with zstd: 5 x 10 ms + encode 5 x 0.2 ms (0.4 ms halved) + half of
+    # 1e5 B + decode 1 ms (2 ms halved): 81 ms, beating raw (83 ms) and the file (102 ms); unhalved
+    # times would tie with raw
+    b = 100e6 / 8
+    po_zstd = 0.050 + 0.001 + SWEEP_C + 50_000 / b + 0.001 + 0.021 + SWEEP_C + 10 / b
+    assert fast["po_s"] == pytest.approx(0.083 + 10 / b)
+    assert fast["po_codecs_s"] == pytest.approx(po_zstd) and po_zstd < fast["po_s"] - 0.0015
+    table_md = gap_table(rows)
+    head, _, row = table_md.splitlines()
+    assert "with codecs" in head and row.count("|") == head.count("|") == 11
+    assert row.endswith("| from 100 | 1.02x at 100 | lo -> po |"), row  # 83 / 81 ms

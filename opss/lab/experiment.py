@@ -566,9 +566,11 @@ decide the difference.
 _GAP_NOTE = """\
 Planned, not measured (`gap_sweep.csv`, `experiment_gap_sweep.png`): each model's graph and the
 server's own profile from this experiment, the client made exactly `gap` times slower than the
-server on every vertex (`--client-slowdown`), a 2 ms per-message delay, raw float32 tensors. The
-winner is the least predicted latency, a tie within 1 % going to the simpler strategy
-(lo, co, po, opss, joint).
+server on every vertex (`--client-slowdown`), a 2 ms per-message delay, raw float32 tensors; the
+'with codecs' columns plan again with what this experiment's client could send (`wire/`: the
+codec table, the photo's file and its decode time; codec times brought to the server's speed)
+and compare joint with codecs against the paper's raw po. The winner is the least predicted
+latency, a tie within 1 % going to the simpler strategy (lo, co, po, opss, joint).
 """
 
 
