@@ -154,6 +154,26 @@ def test_worker_sends_the_photo_runs_every_arm_and_records_the_wire():
             assert plans[r["strategy"]]["shared_with"] == r["shared_with"]
 
 
+def test_a_point_is_done_only_when_every_compared_arm_has_its_runs(tmp_path):
+    """Resuming: a point whose raw arms are missing (e.g. from a run before they existed) is not done,
+    and a folder's runs are never mixed with runs made with other codecs or another photo."""
+    from opss.errors import OpssError
+    from opss.lab.experiment import ExperimentConfig, _check_settings, _done
+    from opss.lab.harness import compared_arms
+    from opss.plan import STRATEGIES
+
+    arms = compared_arms(STRATEGIES, "lossless")
+    rows = [{"model": "m", "link": "4g", "strategy": s} for s in STRATEGIES for _ in range(3)]
+    assert _done(rows, "m", "4g", STRATEGIES, 3) and not _done(rows, "m", "4g", arms, 3)
+    rows += [{"model": "m", "link": "4g", "strategy": s} for s in arms if s.endswith("@raw") for _ in range(3)]
+    assert _done(rows, "m", "4g", arms, 3) and not _done(rows, "m", "3g", arms, 3)
+    _check_settings(tmp_path, ExperimentConfig(out=tmp_path))
+    _check_settings(tmp_path, ExperimentConfig(out=tmp_path))  # the same settings: resumes
+    for other in (ExperimentConfig(out=tmp_path, codecs="raw"), ExperimentConfig(out=tmp_path, image="coffee.png")):
+        with pytest.raises(OpssError, match="holds runs made with (codecs 'lossless'|image 'grace_hopper.jpg')"):
+            _check_settings(tmp_path, other)
+
+
 def test_cli_refuses_without_root_in_one_line(tmp_path):
     code = ("import os, sys; os.geteuid = lambda: 1000; from opss.cli import main; "
             f"sys.exit(main(['experiment', '--out', {str(tmp_path)!r}]))")

@@ -87,3 +87,25 @@ def test_with_the_recorded_wire_co_sends_the_file_and_codec_times_go_to_server_s
     head, _, row = table_md.splitlines()
     assert "with codecs" in head and row.count("|") == head.count("|") == 11
     assert row.endswith("| from 100 | 1.02x at 100 | lo -> po |"), row  # 83 / 81 ms
+
+
+def test_models_with_and_without_a_recorded_wire_share_one_csv(tmp_path):
+    """A raw-only model (no wire/ file) first and a model with codecs after: one CSV with every
+    column, the raw model's codec cells empty, its table row marked '-'."""
+    from opss.wirecosts import CodecCost, CodecTable
+
+    _write(tmp_path, "plain")
+    server = {"in": 0.0, "a": 0.010, "b": 0.020, "out": 0.001}
+    graph = json.loads((tmp_path / "graphs" / "plain.json").read_text())
+    (tmp_path / "graphs" / "coded.json").write_text(json.dumps(graph))
+    (tmp_path / "profiles" / "coded.json").write_text(json.dumps({"client_f": server, "server_s": server}))
+    (tmp_path / "wire").mkdir()
+    table = CodecTable("coded", "cpu-test", {"in": {"file": CodecCost(0.02, 0.0, 0.5)}})
+    (tmp_path / "wire" / "coded.json").write_text(json.dumps({
+        "codecs": ["raw", "file"], "image_bytes": 20_000, "image_decode_s": 0.003, "codec_table": table.to_json()}))
+    rows = gap_sweep(tmp_path, ["plain", "coded"], [1], gaps=(5,))
+    assert "co_codecs_s" not in rows[0] and rows[1]["co_codecs_s"] < rows[1]["co_s"]
+    with (tmp_path / "gap_sweep.csv").open() as fh:
+        got = list(csv.DictReader(fh))
+    assert got[0]["co_codecs_s"] == "" and float(got[1]["co_codecs_s"]) == pytest.approx(rows[1]["co_codecs_s"])
+    assert gap_table(rows).splitlines()[2].endswith("| - | - | - |")

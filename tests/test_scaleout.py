@@ -86,6 +86,48 @@ def test_a_call_the_server_cancelled_before_answering_is_replayed() -> None:
         server.stop(0)
 
 
+def test_a_call_the_client_cancels_is_not_replayed() -> None:
+    """The other side of the retry on CANCELLED: gRPC commits a call the application cancels, so
+    a cancelled call reaches the server once (its own count of attempts)."""
+    import grpc
+    from concurrent import futures
+
+    from opss.client.grpc_transport import GrpcTransport
+    from opss.v1 import opss_pb2
+
+    attempts: list[str] = []
+    release = threading.Event()
+
+    def list_models(request, context):
+        attempts.append(context.peer())
+        release.wait(5)
+        return opss_pb2.ListModelsReply()
+
+    handler = grpc.method_handlers_generic_handler("opss.v1.Opss", {
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            list_models, request_deserializer=opss_pb2.ListModelsRequest.FromString,
+            response_serializer=opss_pb2.ListModelsReply.SerializeToString)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    t = GrpcTransport(f"127.0.0.1:{port}")
+    try:
+        call = t.stub.ListModels.future(opss_pb2.ListModelsRequest(), timeout=10)
+        deadline = time.monotonic() + 5
+        while not attempts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert call.cancel()
+        release.set()
+        time.sleep(0.5)  # a replay would have arrived by now (initial back-off 50 ms)
+        assert len(attempts) == 1, attempts
+        assert call.cancelled()
+    finally:
+        release.set()
+        t.close()
+        server.stop(0)
+
+
 def _session(target: str) -> ClientSession:
     cfg = ClientConfig(model="resnet18", server=target, small=True, progress=False, strategy="co",
                        link="1gbit")

@@ -7,19 +7,23 @@ one core, and for every link rate and model runs a client worker process
 (this module's :func:`worker_main`) pinned to the other core under a CPU
 quota (:class:`opss.lab.testbed.CpuQuota`, ``--client-cpu 0.25`` by default), so
 the client is the weak side as on a Raspberry Pi. The worker profiles itself
-under that quota, probes the shaped link, plans every strategy, runs them
-round-robin with ``--verify``, and streams one JSON line per run; the driver
-appends each to ``runs.csv`` at once, so a crash loses no finished point and
-a re-run resumes where it stopped.
+under that quota, probes the shaped link, plans the compared arms
+(:func:`~opss.lab.harness.compared_arms`: every strategy with ``--codecs`` and the paper's
+raw float32 ``co@raw``, ``po@raw``, ``joint@raw``) for a sample photo as input, runs them
+round-robin with ``--verify`` (identical plans once), and streams one JSON line per run; the
+driver appends each to ``runs.csv`` at once, so a crash loses no finished point and a re-run
+resumes where it stopped (``experiment.json`` records the settings a folder's runs were made
+with; another ``--codecs``, ``--image`` or ``--max-error`` needs another ``--out``).
 
-Outputs under ``--out`` (default ``docs/results/``): ``runs.csv`` (every run:
-measured latency and its terms, the prediction, cut bytes), ``links.csv``
-(nominal vs measured rate and the shaper used), ``plans.csv`` (planning time
-per model and strategy), ``summary.md`` (median, p90, speedups over po and
-over the best of lo/co, prediction error), and PNG plots: latency bars per
-link (Fig. 6(a), 6(b), 7(a)), planning-time distribution (Fig. 7(b)),
-predicted vs measured, and the predicted speedup of opss and joint over po
-against bandwidth (1–100 Mbps, from the worker's profiles and link fit).
+Outputs under ``--out`` (default ``docs/results/experiment``): ``runs.csv`` (every run:
+measured latency and its terms, the prediction, cut and wire bytes, codecs), ``links.csv``
+(nominal vs measured rate and the shaper used), ``plans.csv`` (planning time per model, link
+and arm), ``wire/`` (per model what the client could send: codec table, codecs, the photo's
+size and decode time), ``summary.md`` (median, p90, speedups over po@raw and over the best of
+lo, co@raw and co with bootstrap intervals, prediction error, the gap sweep), and PNG plots:
+latency bars per link (Fig. 6(a), 6(b), 7(a)), planning-time distribution (Fig. 7(b)),
+predicted vs measured, the predicted speedup of opss and joint over po against bandwidth
+(1–100 Mbps, from the worker's profiles) and the gap sweep (:mod:`opss.lab.gapsweep`).
 """
 
 from __future__ import annotations
@@ -132,9 +136,12 @@ def worker_main(argv: list[str] | None = None) -> int:
         plans = {label: sess.plans[name] for label, (sess, name) in sessions.items()}
         groups = same_plan_groups(sessions)
         print(json.dumps(_meta(session, plans, groups, image)), flush=True)
+        def record(name: str, rep) -> None:  # the arm's plan now: a drift re-plan may have changed it
+            sess, strategy = sessions[name]
+            print(json.dumps(_run_record(sess.plans[strategy], name, rep, groups)), flush=True)
+
         measure_strategies(session, arms, args["runs"], share_identical=True, image=photo, variants=variants,
-                           on_run=lambda name, rep: print(json.dumps(_run_record(plans[name], name, rep, groups)),
-                                                          flush=True))
+                           on_run=record)
     finally:
         for sess in (raw, session):
             if sess is not None:
@@ -208,6 +215,32 @@ def _append(path: Path, fields: tuple[str, ...], row: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def _drop_point(path: Path, fields: tuple[str, ...], model: str, link: str) -> None:
+    """Rewrite ``path`` without the rows of (``model``, ``link``), under the current header."""
+    if not path.exists():
+        return
+    rows = [r for r in _read_rows(path) if not (r["model"] == model and r["link"] == link)]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _check_settings(out: Path, cfg: ExperimentConfig) -> None:
+    """Record in ``out/experiment.json`` what decides the arms' runs (codecs, photo, error budget,
+    input size); refuse, in one line, to add runs made otherwise to a folder that has some."""
+    path = out / "experiment.json"
+    mine = {"codecs": cfg.codecs, "image": cfg.image, "max_error": cfg.max_error, "small": cfg.small}
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        differ = [f"{k} {theirs.get(k)!r} (now {v!r})" for k, v in mine.items() if theirs.get(k) != v]
+        if differ:
+            raise OpssError(f"{out} holds runs made with {', '.join(differ)}: give another --out, "
+                            f"or remove its runs.csv and {path.name} to start again")
+        return
+    path.write_text(json.dumps(mine, indent=1) + "\n")
+
+
 def _done(rows: list[dict], model: str, link: str, strategies, runs: int) -> bool:
     count = defaultdict(int)
     for r in rows:
@@ -268,6 +301,7 @@ def run_experiment(cfg: ExperimentConfig, say=_say, gaps: tuple[float, ...] | No
     rates = {link: link_from_spec(link).b * 8 for link in cfg.links}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, cfg)
     runs_csv = out / "runs.csv"
     rows = _read_rows(runs_csv)
     todo = [(link, m) for link in cfg.links for m in cfg.models
@@ -424,12 +458,8 @@ def _server_decode_s(cfg: ExperimentConfig, model: str) -> float | None:
 def _run_point(cfg, bed, model, link, rate, bar) -> None:
     runs_csv, plans_csv = Path(cfg.out) / "runs.csv", Path(cfg.out) / "plans.csv"
     # a partly done point is rerun whole: its earlier rows are dropped so medians use one session
-    rows = [r for r in _read_rows(runs_csv) if not (r["model"] == model and r["link"] == link)]
-    if runs_csv.exists():
-        with runs_csv.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+    for path, fields in ((runs_csv, RUN_FIELDS), (plans_csv, PLAN_FIELDS)):
+        _drop_point(path, fields, model, link)
     args = {"model": model, "server": bed.address, "strategies": list(cfg.strategies), "codecs": cfg.codecs,
             "image": cfg.image, "max_error": cfg.max_error, "image_decode_s": _server_decode_s(cfg, model),
             "runs": cfg.runs, "small": cfg.small, "timeout_s": cfg.timeout_s, "require_server": bool(cfg.server)}
@@ -548,7 +578,8 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
 _TABLE_NOTE = """\
 Arms: each strategy with the run's codecs (default lossless: the photo may cross as its own JPEG file
 or its uint8 crop, tensors zstd-compressed where that pays) and, '@raw', with the paper's raw float32
-tensors; po@raw is the paper's partition-only. 'upload kB' is the raw float32 size of the cut, 'on the
+tensors; po@raw is the paper's partition-only (po itself in a `--codecs raw` run, which has no
+'@raw' arms). 'upload kB' is the raw float32 size of the cut, 'on the
 wire kB' what the plan sends.
 '(= X plan)': the same client set, order, cut and codecs as arm X (a plan that uploads nothing is
 the same as lo's whatever its order). Measured once and shared (runs.csv column `shared_with`), such
@@ -608,7 +639,7 @@ def _plan_label(s, group, plan_of, model, link, ref="po") -> str:
 
 
 def _vs_po(s, point, group, ref="po") -> str:
-    """The ``ref`` arm's median over ``s``'s with its interval; '= po' when ``s`` shared its runs."""
+    """The ``ref`` arm's median over ``s``'s with its interval; '= ref' when ``s`` shared its runs."""
     if ref not in point:
         return "-"
     if s == ref:
@@ -619,7 +650,7 @@ def _vs_po(s, point, group, ref="po") -> str:
 
 
 def _vs_best(s, point, group) -> str:
-    """min(lo, co medians) over ``s``'s median, the minimum taken inside every resample."""
+    """min(lo, co@raw, co medians) over ``s``'s median, the minimum taken inside every resample."""
     base = [b for b in (*BASELINES, "co@raw") if b in point]
     if not base:
         return "-"
@@ -636,7 +667,7 @@ def _calibration(lat, rows, models, links, co="co") -> str:
     for r in rows:
         if r["strategy"] == co and r["where"] == "cooperative":
             srv[r["model"]].append(float(r["server_s"]))
-    lines = ["| model | client lo median ms | lo p90/median | server compute (co) median ms | co server p90/median "
+    lines = [f"| model | client lo median ms | lo p90/median | server compute ({co}) median ms | {co} server p90/median "
              "| slowdown |", "|---|---:|---:|---:|---:|---:|"]
     any_row = False
     for model in models:

@@ -66,7 +66,7 @@ def gap_sweep(out: Path, models: Sequence[str], mbps: Sequence[float], gaps: Seq
         prof = json.loads(pj.read_text())
         graph = PlanGraph.from_json(json.loads(gj.read_text()))
         server = prof["server_s"] or prof["client_f"]
-        wire = _wire(out / "wire" / f"{model}.json", graph, prof)
+        wire = _wire(out / "wire" / f"{model}.json", graph, prof["client_f"], server)
         for gap in gaps:
             for rate in mbps:
                 link = LinkModel(c=SWEEP_C, b=rate * 1e6 / 8)
@@ -87,14 +87,14 @@ def gap_sweep(out: Path, models: Sequence[str], mbps: Sequence[float], gaps: Seq
     if not rows:
         return rows
     with (out / "gap_sweep.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
     _plot(out / "experiment_gap_sweep.png", rows)
     return rows
 
 
-def _wire(path: Path, graph: PlanGraph, prof: dict) -> dict | None:
+def _wire(path: Path, graph: PlanGraph, client_f: dict, server_s: dict) -> dict | None:
     """``plan_all``'s ``wire=`` from an experiment's ``wire/MODEL.json``, its codec times brought to
     the server's speed; None when the experiment recorded none (raw runs, older results)."""
     import dataclasses
@@ -107,7 +107,8 @@ def _wire(path: Path, graph: PlanGraph, prof: dict) -> dict | None:
     if not data.get("codec_table"):
         return None
     table = CodecTable.from_json(data["codec_table"])
-    client, server = (sum(costs_of(prof[k], graph, k).values()) for k in ("client_f", "server_s"))
+    client = sum(costs_of(client_f, graph, "client").values())
+    server = sum(costs_of(server_s, graph, "server").values())
     speed = server / client if client > 0 and server > 0 else 1.0
     costs = {v: {c: dataclasses.replace(cost, encode_s=cost.encode_s * speed, decode_s=cost.decode_s * speed)
                  for c, cost in per.items()} for v, per in table.costs.items()}

@@ -27,6 +27,9 @@ __all__ = ["BASELINES", "StrategyResults", "arm_sessions", "compared_arms", "inp
 
 #: The single-side strategies (all local, all cloud) whose best the reports compare against.
 BASELINES = ("lo", "co")
+#: Config fields a variant may change and still share identical plans' runs with its base
+#: (:func:`same_plan_groups`): they change only the bytes on the wire, which a plan's codecs show.
+WIRE_SETTINGS = frozenset({"codecs", "max_error", "image_bytes", "image_decode_s"})
 
 
 class StrategyResults(dict):
@@ -102,15 +105,18 @@ def open_variant(base: Any, strategies: Sequence[str], **changes: Any) -> Any:
     cfg = dataclasses.replace(base.config, strategy=strategies[0], also_plan=tuple(strategies[1:]), **changes)
     sess = ClientSession(cfg, out=None, err=base.err, resolved=base.resolved, client_profile=base.client_profile,
                          server_profile=base.server_profile, link_model=base.link)
-    sess.variant_of = _family(base)  # same server, model and input: identical plans may share runs
+    if set(changes) <= WIRE_SETTINGS:  # only what crosses the wire differs, which the plan key covers
+        sess.variant_of = _family(base)  # so identical plans may share runs
     return sess
 
 
 def compared_arms(strategies: Sequence[str], codecs: str) -> tuple[str, ...]:
     """The compared arms: every strategy with ``codecs``, and beside them the paper's raw
     float32 ``co``, ``po`` and ``joint`` (``name@raw``) unless ``codecs`` is raw already."""
+    from opss.codec import parse_codecs
+
     strategies = tuple(strategies)
-    if codecs == "raw":
+    if parse_codecs(codecs) == ("raw",):
         return strategies
     raw = tuple(f"{s}@raw" for s in ("co", "po", "joint") if s in strategies)
     return tuple(dict.fromkeys((*strategies[:2], *raw, *strategies[2:])))
