@@ -550,7 +550,7 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
                 nv, nb, _ = plan_of[k]
                 wb, codecs = wire_of[k]
                 lines.append(f"| {link} | {model} | {s}{_plan_label(s, group, plan_of, model, link, ref)} | {nv} | "
-                             f"{nb / 1e3:.1f} | {wb / 1e3:.1f} | {_short_codecs(codecs)} | "
+                             f"{nb / 1e3:.1f} | {wb / 1e3:.1f} | {_short_codecs(codecs) if nb else '-'} | "
                              f"{median(point[s]) * 1e3:.1f} | {p90(point[s]) * 1e3:.1f} | "
                              f"{pred[k] * 1e3:.1f} | {median(err[k]) * 100:.1f} % | {_vs_po(s, point, group, ref)} | "
                              f"{_vs_best(s, point, group)} | "
