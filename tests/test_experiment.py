@@ -104,7 +104,7 @@ def test_raw_arms_are_the_reference_and_the_photos_jpeg_a_baseline(tmp_path):
     lat = {(arm, base): [base * d * (1 + 0.05 * rng.random()) for d in drift] for arm, base in runs.items()}
     _write_runs(tmp_path / "runs.csv", lat)
     text = summarize(tmp_path)
-    header = next(line for line in text.splitlines() if line.startswith("| link | model |"))
+    header = next(line for line in text.splitlines() if line.startswith("| link | model | arm |"))
     assert [c.strip() for c in header.split("|")][VS_PO] == "vs po@raw [95 % CI]"
     arms = [line.split("|")[3].strip() for line in text.splitlines() if line.startswith("| 4g | m |")]
     assert arms == ["lo", "co@raw", "co", "po@raw", "po", "joint@raw", "joint"]
@@ -114,6 +114,12 @@ def test_raw_arms_are_the_reference_and_the_photos_jpeg_a_baseline(tmp_path):
     r, a, b = best_ratio_ci([series["lo"], series["co"], series["co@raw"]], series["joint"])
     assert _cells(text, "joint |")[VS_BEST] == f"{r:.2f}x [{a:.2f}, {b:.2f}]"
     assert _cells(text, "co |")[VS_BEST] == "ref"  # the JPEG is the best baseline here
+    # the per-point headline: every arm's median, the fastest bold, joint's two ratios as in the full table
+    head = next(line for line in text.splitlines() if line.startswith("| 4g | m | ") and "**" in line)
+    cells = [c.strip() for c in head.split("|")][3:-1]
+    assert cells[:7] == [f"{statistics.median(series[a]) * 1e3:.0f}" if a != "joint"
+                         else f"**{statistics.median(series[a]) * 1e3:.0f}**" for a in arms]
+    assert cells[7:] == [_cells(text, "joint |")[VS_PO], _cells(text, "joint |")[VS_BEST]]
 
 
 def test_worker_sends_the_photo_runs_every_arm_and_records_the_wire():

@@ -561,7 +561,10 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
         if lr:
             link_lines.append(f"| {link} | {float(lr['nominal_mbps']):.2f} | {float(lr['measured_mbps']):.2f} | {lr['shaper']} |")
     table = "\n".join(lines)
-    text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n## Latency\n\n" + table + "\n"
+    text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n"
+    text += ("## Per point (medians, ms)\n\n" + _headline(lat, shared, models, links, strategies, ref)
+             + "\n\n**Bold**: the fastest arm of the point. Ratios as in the next table.\n\n")
+    text += "## Latency\n\n" + table + "\n"
     text += "\n" + _TABLE_NOTE
     calib = _calibration(lat, rows, models, links, "co@raw" if "co@raw" in strategies else "co")
     if calib:
@@ -603,6 +606,28 @@ codec table, the photo's file and its decode time; codec times brought to the se
 and compare joint with codecs against the paper's raw po. The winner is the least predicted
 latency, a tie within 1 % going to the simpler strategy (lo, co, po, opss, joint).
 """
+
+
+def _headline(lat, shared, models, links, arms, ref) -> str:
+    """One row per (link, model): every arm's median, and joint's ratios against ``ref`` and against the
+    best of lo, co@raw and co."""
+    lines = ["| link | model | " + " | ".join(arms) + f" | joint vs {ref} [95 % CI] | joint vs best lo/co [95 % CI] |",
+             "|---|---|" + "---:|" * len(arms) + "---:|---:|"]
+    for link in links:
+        for model in models:
+            point = {s: lat[(model, link, s)] for s in arms if (model, link, s) in lat}
+            if not point:
+                continue
+            group = {s: shared[(model, link, s)] for s in point}
+            best = min(median(v) for v in point.values())
+            cells = []
+            for s in arms:
+                m = median(point[s]) * 1e3 if s in point else None
+                cells.append("-" if m is None else f"**{m:.0f}**" if median(point[s]) == best else f"{m:.0f}")
+            joint = "joint" if "joint" in point else None
+            tail = [_vs_po(joint, point, group, ref), _vs_best(joint, point, group)] if joint else ["-", "-"]
+            lines.append(f"| {link} | {model} | " + " | ".join(cells) + " | " + " | ".join(tail) + " |")
+    return "\n".join(lines)
 
 
 def _arm_order(label: str) -> tuple:
