@@ -106,7 +106,8 @@ def test_raw_arms_are_the_reference_and_the_photos_jpeg_a_baseline(tmp_path):
     text = summarize(tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("| link | model | arm |"))
     assert [c.strip() for c in header.split("|")][VS_PO] == "vs po@raw [95 % CI]"
-    arms = [line.split("|")[3].strip() for line in text.splitlines() if line.startswith("| 4g | m |")]
+    arms = [line.split("|")[3].strip() for line in text.split("## Latency", 1)[1].splitlines()
+            if line.startswith("| 4g | m |")]
     assert arms == ["lo", "co@raw", "co", "po@raw", "po", "joint@raw", "joint"]
     series = {arm: v for (arm, _), v in lat.items()}
     r, a, b = ratio_ci(series["po@raw"], series["joint"])
