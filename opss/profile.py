@@ -98,7 +98,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -194,10 +194,26 @@ def default_profiles_root(model: str | None = None) -> Path:
     return user_profiles_root()
 
 
-def profile_path(model: str, tag: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<tag>/<model>.json``; without ``root``, under :func:`default_profiles_root` of the model."""
+def profile_path(model: str, tag: str, root: str | os.PathLike | None = None,
+                 input_shape: Sequence[int] | None = None) -> Path:
+    """``<root>/<tag>/<model>.json``; without ``root``, under :func:`default_profiles_root` of the model.
+
+    A zoo model profiled at another ``input_shape`` than its own (e.g. its small test shape)
+    gets ``<model>.<shape>.json`` beside it, so it never takes the place of the real one."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    if input_shape is not None and _zoo_shape(model) not in (None, tuple(input_shape)):
+        safe += "." + "x".join(str(int(d)) for d in input_shape)
     return Path(root if root is not None else default_profiles_root(model)) / tag / f"{safe}.json"
+
+
+def _zoo_shape(model: str) -> tuple[int, ...] | None:
+    """The input shape a zoo model is registered with; None for any other model."""
+    from opss import models
+
+    try:
+        return tuple(models.get_spec(model).input_shape)
+    except Exception:  # not a zoo name: a user model, one file per model as before
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -690,7 +706,7 @@ def load_or_build_profile(
     out = stream if stream is not None else sys.stderr
     name, shape, graph, module = _profile_subject(model, input_shape, graph, module)
     device, threads, tag = device_settings(role, device, threads)
-    path = profile_path(name, tag, root)
+    path = profile_path(name, tag, root, shape)
     if path.exists() and not force:
         prof = load_profile(path)
         arch = getattr(model, "graph_hash", None) or graph_hash(  # a ResolvedModel carries its hash

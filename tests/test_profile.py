@@ -123,7 +123,7 @@ def test_lookup_builds_then_loads_then_reports_mismatch(small, tmp_path, capsys)
     first = load_or_build_profile(MODEL, **kw)
     err = capsys.readouterr().err
     assert "no profile" in err and "measuring it now" in err
-    path = profile_path(MODEL, first.device_tag, tmp_path)
+    path = profile_path(MODEL, first.device_tag, tmp_path, shape)
     assert path.exists()
     mtime = path.stat().st_mtime_ns
     again = load_or_build_profile(MODEL, **kw)
@@ -225,3 +225,15 @@ def test_a_user_models_profile_goes_to_the_users_cache_not_the_repository(tmp_pa
     # and the lookup finds it there again (no second measurement)
     assert main(["profile", "--model", "cachemodels:make", "--quiet"]) == 0
     assert "measuring" not in capsys.readouterr().err
+
+
+def test_a_zoo_model_profiled_at_another_shape_never_takes_the_real_profiles_place(tmp_path):
+    """A --small server with --profile build stored its 16x16 resnet18 profile as resnet18.json, and the
+    real 224x224 server then refused that file and reported no server times at all."""
+    from opss.profile import profile_path
+
+    real = profile_path("resnet18", "cpu-x-1t", tmp_path, (1, 3, 224, 224))
+    small = profile_path("resnet18", "cpu-x-1t", tmp_path, (1, 3, 16, 16))
+    assert real == profile_path("resnet18", "cpu-x-1t", tmp_path) == tmp_path / "cpu-x-1t" / "resnet18.json"
+    assert small == tmp_path / "cpu-x-1t" / "resnet18.1x3x16x16.json"
+    assert profile_path("mypkg.nets:Net", "t", tmp_path, (1, 3, 16, 16)).name == "mypkg.nets_Net.json"

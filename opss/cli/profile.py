@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             prof = measure_profile(rm.name, device=device, threads=threads, repeats=args.repeats,
                                    warmup=args.warmup, method=args.method, progress=not args.quiet,
                                    input_shape=rm.input_shape, module=rm.module, graph=rm.graph)
-            prof.save(profile_path(rm.name, prof.device_tag, args.profiles_dir))
+            prof.save(profile_path(rm.name, prof.device_tag, args.profiles_dir, rm.input_shape))
         e2e = prof.meta.get("end_to_end_median", 0.0)
         raw = prof.total(calibrated=False)
         total = prof.total()
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             f"sum of medians {raw * 1e3:.2f} ms x load scale {prof.load_scale:.3f} = {total * 1e3:.2f} ms, "
             f"eager forward {e2e * 1e3:.2f} ms ({(total / e2e - 1) * 100 if e2e else 0:+.1f} %), slowest: "
             + ", ".join(f"{v} {st.median * 1e3:.2f} ms" for v, st in slowest)
-            + f" -> {profile_path(rm.name, prof.device_tag, args.profiles_dir)}"
+            + f" -> {profile_path(rm.name, prof.device_tag, args.profiles_dir, rm.input_shape)}"
         )
         sys.stdout.flush()
     return 0
