@@ -195,13 +195,15 @@ def default_profiles_root(model: str | None = None) -> Path:
 
 
 def profile_path(model: str, tag: str, root: str | os.PathLike | None = None,
-                 input_shape: Sequence[int] | None = None) -> Path:
+                 input_shape: Sequence[int] | None = None, default_shape: Sequence[int] | None = None) -> Path:
     """``<root>/<tag>/<model>.json``; without ``root``, under :func:`default_profiles_root` of the model.
 
     A zoo model profiled at another ``input_shape`` than its own (e.g. its small test shape)
     gets ``<model>.<shape>.json`` beside it, so it never takes the place of the real one."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-    if input_shape is not None and _zoo_shape(model) not in (None, tuple(input_shape)):
+    if input_shape is not None:
+        own = tuple(default_shape) if default_shape is not None else _zoo_shape(model)
+    if input_shape is not None and own not in (None, tuple(input_shape)):
         safe += "." + "x".join(str(int(d)) for d in input_shape)
     return Path(root if root is not None else default_profiles_root(model)) / tag / f"{safe}.json"
 
@@ -706,7 +708,8 @@ def load_or_build_profile(
     out = stream if stream is not None else sys.stderr
     name, shape, graph, module = _profile_subject(model, input_shape, graph, module)
     device, threads, tag = device_settings(role, device, threads)
-    path = profile_path(name, tag, root, shape)
+    spec = getattr(model, "spec", None)  # a ResolvedModel knows its own shape: no zoo lookup
+    path = profile_path(name, tag, root, shape, getattr(spec, "input_shape", None))
     if path.exists() and not force:
         prof = load_profile(path)
         arch = getattr(model, "graph_hash", None) or graph_hash(  # a ResolvedModel carries its hash
