@@ -50,15 +50,33 @@ def replicas():
         h.stop(0).wait(5)
 
 
+def _list_models_stub_server(list_models):
+    """A loopback gRPC server whose opss.v1.Opss/ListModels is ``list_models``, and the client's
+    own transport (its channel, service config and retry policy) to it."""
+    import grpc
+    from concurrent import futures
+
+    from opss.client.grpc_transport import GrpcTransport
+    from opss.v1 import opss_pb2
+
+    handler = grpc.method_handlers_generic_handler("opss.v1.Opss", {
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            list_models, request_deserializer=opss_pb2.ListModelsRequest.FromString,
+            response_serializer=opss_pb2.ListModelsReply.SerializeToString)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, GrpcTransport(f"127.0.0.1:{port}")
+
+
 def test_a_call_the_server_cancelled_before_answering_is_replayed() -> None:
     """A gRPC server shutting down answers the calls still queued in its core CANCELLED
     (grpc/grpc#41785), which is what failed 3 of 12 graceful-stop runs below on a loaded
     machine. The channel's retry policy replays such a call; the oracle is the server's own
     count of attempts."""
     import grpc
-    from concurrent import futures
 
-    from opss.client.grpc_transport import GrpcTransport
     from opss.v1 import opss_pb2
 
     attempts: list[str] = []
@@ -69,15 +87,7 @@ def test_a_call_the_server_cancelled_before_answering_is_replayed() -> None:
             context.abort(grpc.StatusCode.CANCELLED, "CANCELLED")
         return opss_pb2.ListModelsReply()
 
-    handler = grpc.method_handlers_generic_handler("opss.v1.Opss", {
-        "ListModels": grpc.unary_unary_rpc_method_handler(
-            list_models, request_deserializer=opss_pb2.ListModelsRequest.FromString,
-            response_serializer=opss_pb2.ListModelsReply.SerializeToString)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    t = GrpcTransport(f"127.0.0.1:{port}")
+    server, t = _list_models_stub_server(list_models)
     try:
         assert isinstance(t.list_models(), opss_pb2.ListModelsReply)
         assert len(attempts) == 2, attempts
@@ -89,10 +99,6 @@ def test_a_call_the_server_cancelled_before_answering_is_replayed() -> None:
 def test_a_call_the_client_cancels_is_not_replayed() -> None:
     """The other side of the retry on CANCELLED: gRPC commits a call the application cancels, so
     a cancelled call reaches the server once (its own count of attempts)."""
-    import grpc
-    from concurrent import futures
-
-    from opss.client.grpc_transport import GrpcTransport
     from opss.v1 import opss_pb2
 
     attempts: list[str] = []
@@ -103,15 +109,7 @@ def test_a_call_the_client_cancels_is_not_replayed() -> None:
         release.wait(5)
         return opss_pb2.ListModelsReply()
 
-    handler = grpc.method_handlers_generic_handler("opss.v1.Opss", {
-        "ListModels": grpc.unary_unary_rpc_method_handler(
-            list_models, request_deserializer=opss_pb2.ListModelsRequest.FromString,
-            response_serializer=opss_pb2.ListModelsReply.SerializeToString)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    t = GrpcTransport(f"127.0.0.1:{port}")
+    server, t = _list_models_stub_server(list_models)
     try:
         call = t.stub.ListModels.future(opss_pb2.ListModelsRequest(), timeout=10)
         deadline = time.monotonic() + 5
