@@ -167,6 +167,7 @@ def test_a_point_is_done_only_when_every_compared_arm_has_its_runs(tmp_path):
     from opss.errors import OpssError
     from opss.lab.experiment import ExperimentConfig, _check_settings, _done
     from opss.lab.harness import compared_arms
+    from opss.profile import cpu_description
     from opss.plan import STRATEGIES
 
     arms = compared_arms(STRATEGIES, "lossless")
@@ -176,9 +177,17 @@ def test_a_point_is_done_only_when_every_compared_arm_has_its_runs(tmp_path):
     assert _done(rows, "m", "4g", arms, 3) and not _done(rows, "m", "3g", arms, 3)
     _check_settings(tmp_path, ExperimentConfig(out=tmp_path))
     _check_settings(tmp_path, ExperimentConfig(out=tmp_path))  # the same settings: resumes
-    for other in (ExperimentConfig(out=tmp_path, codecs="raw"), ExperimentConfig(out=tmp_path, image="coffee.png")):
-        with pytest.raises(OpssError, match="holds runs made with (codecs 'lossless'|image 'grace_hopper.jpg')"):
+    for other in (ExperimentConfig(out=tmp_path, codecs="raw"), ExperimentConfig(out=tmp_path, image="coffee.png"),
+                  ExperimentConfig(out=tmp_path, client_cpu_share=0.1)):
+        with pytest.raises(OpssError, match="holds runs made with (codecs 'lossless'|image 'grace_hopper.jpg'|"
+                                            "client_cpu 0.25)"):
             _check_settings(tmp_path, other)
+    # runs made on another CPU are not mixed in either (the client and server speeds are that CPU's)
+    recorded = json.loads((tmp_path / "experiment.json").read_text())
+    assert recorded["client_cpu"] == 0.25 and recorded["cpu"] == cpu_description()
+    (tmp_path / "experiment.json").write_text(json.dumps({**recorded, "cpu": "Some Other CPU"}))
+    with pytest.raises(OpssError, match="cpu 'Some Other CPU'"):
+        _check_settings(tmp_path, ExperimentConfig(out=tmp_path))
 
 
 def test_cli_refuses_without_root_in_one_line(tmp_path):

@@ -228,9 +228,13 @@ def _drop_point(path: Path, fields: tuple[str, ...], model: str, link: str) -> N
 
 def _check_settings(out: Path, cfg: ExperimentConfig) -> None:
     """Record in ``out/experiment.json`` what decides the arms' runs (codecs, photo, error budget,
-    input size); refuse, in one line, to add runs made otherwise to a folder that has some."""
+    input size, the client's CPU quota and the CPU it ran on); refuse, in one line, to add runs made
+    otherwise to a folder that has some."""
+    from opss.profile import cpu_description
+
     path = out / "experiment.json"
-    mine = {"codecs": cfg.codecs, "image": cfg.image, "max_error": cfg.max_error, "small": cfg.small}
+    mine = {"codecs": cfg.codecs, "image": cfg.image, "max_error": cfg.max_error, "small": cfg.small,
+            "client_cpu": client_share(cfg), "cpu": cpu_description()}
     if path.exists():
         theirs = json.loads(path.read_text())
         differ = [f"{k} {theirs.get(k)!r} (now {v!r})" for k, v in mine.items() if theirs.get(k) != v]
@@ -239,6 +243,12 @@ def _check_settings(out: Path, cfg: ExperimentConfig) -> None:
                             f"or remove its runs.csv and {path.name} to start again")
         return
     path.write_text(json.dumps(mine, indent=1) + "\n")
+
+
+def client_share(cfg: ExperimentConfig) -> float | None:
+    """The client's CPU quota in cores: ``--client-cpu``, else 0.25 on one machine and none in
+    two-machine mode (the client is a real weak board)."""
+    return cfg.client_cpu_share or (None if cfg.server else 0.25)
 
 
 def _done(rows: list[dict], model: str, link: str, strategies, runs: int) -> bool:
@@ -356,7 +366,7 @@ class _NamespaceBed:
         with self.stack:
             self.tb = tb = self.stack.enter_context(Testbed(TestbedConfig(
                 rate_bps=self.rate, subnet=cfg.subnet, shaper=cfg.shaper, state_dir=cfg.state_dir)))
-            share = cfg.client_cpu_share or 0.25
+            share = client_share(cfg)
             self.quota = self.stack.enter_context(CpuQuota(share, period_us=cfg.cpu_period_us,
                                                            state_dir=cfg.state_dir))
             self.say(f"testbed: server namespace {tb.ns} at {tb.server_ip}, client veth {tb.client_if} shaped by "
@@ -561,7 +571,7 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
         if lr:
             link_lines.append(f"| {link} | {float(lr['nominal_mbps']):.2f} | {float(lr['measured_mbps']):.2f} | {lr['shaper']} |")
     table = "\n".join(lines)
-    text = "# Bandwidth experiment\n\n## Links\n\n" + "\n".join(link_lines) + "\n\n"
+    text = "# Bandwidth experiment\n\n" + _settings_line(out) + "## Links\n\n" + "\n".join(link_lines) + "\n\n"
     text += ("## Per point (medians, ms)\n\n" + _headline(lat, shared, models, links, strategies, ref)
              + "\n\n**Bold**: the fastest arm of the point. Ratios as in the next table.\n\n")
     text += "## Latency\n\n" + table + "\n"
@@ -576,6 +586,21 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
     (out / "summary.md").write_text(text)
     _plots(out, lat, pred, models, links, strategies)
     return text
+
+
+def _settings_line(out: Path) -> str:
+    """What the runs were made with (``experiment.json``), as a sentence; empty for older folders."""
+    path = out / "experiment.json"
+    if not path.exists():
+        return ""
+    st = json.loads(path.read_text())
+    quota = st.get("client_cpu")
+    parts = [f"the photo {st['image']}" if st.get("image") else "",
+             f"codecs {st['codecs']}" if st.get("codecs") else "",
+             f"lossy error budget {st['max_error']:g}" if st.get("max_error") is not None else "",
+             f"client under a {quota:g}-core CPU quota" if quota else "",
+             f"on {st['cpu']}" if st.get("cpu") else ""]
+    return "Runs made with " + ", ".join(p for p in parts if p) + ".\n\n" if any(parts) else ""
 
 
 _TABLE_NOTE = """\
