@@ -199,13 +199,18 @@ def profile_path(model: str, tag: str, root: str | os.PathLike | None = None,
     """``<root>/<tag>/<model>.json``; without ``root``, under :func:`default_profiles_root` of the model.
 
     A zoo model profiled at another ``input_shape`` than its own (e.g. its small test shape)
-    gets ``<model>.<shape>.json`` beside it, so it never takes the place of the real one."""
+    gets ``<model>.<shape>.json``, so it never takes the place of the real one; without ``root``
+    it goes to the user's cache (:func:`user_profiles_root`), not the checkout, whose tables are
+    the zoo's own shapes."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
     if input_shape is not None:
         own = tuple(default_shape) if default_shape is not None else _zoo_shape(model)
-    if input_shape is not None and own not in (None, tuple(input_shape)):
+    other_shape = input_shape is not None and own not in (None, tuple(input_shape))
+    if other_shape:
         safe += "." + "x".join(str(int(d)) for d in input_shape)
-    return Path(root if root is not None else default_profiles_root(model)) / tag / f"{safe}.json"
+    if root is None:
+        root = user_profiles_root() if other_shape else default_profiles_root(model)
+    return Path(root) / tag / f"{safe}.json"
 
 
 def _zoo_shape(model: str) -> tuple[int, ...] | None:

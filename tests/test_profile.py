@@ -237,3 +237,15 @@ def test_a_zoo_model_profiled_at_another_shape_never_takes_the_real_profiles_pla
     assert real == profile_path("resnet18", "cpu-x-1t", tmp_path) == tmp_path / "cpu-x-1t" / "resnet18.json"
     assert small == tmp_path / "cpu-x-1t" / "resnet18.1x3x16x16.json"
     assert profile_path("mypkg.nets:Net", "t", tmp_path, (1, 3, 16, 16)).name == "mypkg.nets_Net.json"
+
+
+def test_a_zoo_model_at_another_shape_is_kept_out_of_the_checkout(tmp_path, monkeypatch):
+    """Without a root, the zoo's own shape goes to the checkout's committed tables and any other
+    shape (the tests' --small runs) to the user's cache, so a test run leaves no untracked profile."""
+    from opss.profile import default_profiles_root, profile_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert profile_path("resnet18", "cpu-x-1t", None, (1, 3, 224, 224)) == \
+        default_profiles_root("resnet18") / "cpu-x-1t" / "resnet18.json"
+    assert profile_path("resnet18", "cpu-x-1t", None, (1, 3, 16, 16)) == \
+        tmp_path / "opss" / "profiles" / "cpu-x-1t" / "resnet18.1x3x16x16.json"
