@@ -279,3 +279,37 @@ def test_sigkilled_namespace_run_is_cleaned_up_by_cleanup(tmp_path):
     assert done.returncode == 0 and "namespace" in done.stdout and "cgroup" in done.stdout, done
     assert not [x for x in leftovers() if str(proc.pid) in x], leftovers()
     assert not list(state.glob("*.json"))
+
+
+def test_a_runs_file_with_an_older_header_is_rewritten_before_a_row_is_appended(tmp_path):
+    """Resuming into a runs.csv written before a column existed: the file is rewritten under the new
+    header first, so the new row's values land under their own names and the old rows keep theirs."""
+    from opss.lab.experiment import _append, _read_rows
+
+    path = tmp_path / "runs.csv"
+    path.write_text("model,link,latency_s\nm,4g,0.5\n")
+    _append(path, ("model", "link", "latency_s", "decode_s"), {"model": "m", "link": "wifi", "latency_s": 0.25,
+                                                               "decode_s": 0.004})
+    rows = _read_rows(path)
+    assert [(r["link"], r["latency_s"], r["decode_s"]) for r in rows] == [("4g", "0.5", ""), ("wifi", "0.25", "0.004")]
+    assert all(None not in r for r in rows)  # no value without a column
+
+
+def test_summary_sets_the_servers_reported_decode_beside_the_predicted_one(tmp_path):
+    """The codec-terms table: per arm that decodes anything, the median of the server's reported
+    decode seconds beside the predicted ones (the file form's decode is a term of the winning plan)."""
+    decode = [0.011, 0.013, 0.012, 0.030]
+    with (tmp_path / "runs.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=RUN_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for i, d in enumerate(decode, 1):
+            for arm, dec, codecs in (("co", d, "x=file"), ("co@raw", 0.0, "")):
+                w.writerow({"model": "m", "link": "wifi", "nominal_mbps": 18.88, "strategy": arm, "run": i,
+                            "latency_s": 0.08, "predicted_s": 0.06, "server_s": 0.04, "after_upload_s": 0.05,
+                            "where": "cooperative", "verified": True, "cut_bytes": 602112, "client_vertices": 1,
+                            "cut": "x", "codecs": codecs, "encode_s": 0.0, "pred_encode_s": 0.0,
+                            "decode_s": dec, "pred_decode_s": 0.0033 if dec else 0.0})
+    text = summarize(tmp_path)
+    section = text.split("## Codec terms", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| wifi | m |")]
+    assert rows == [f"| wifi | m | co | file | 0.0 (0.0) | {statistics.median(decode) * 1e3:.1f} (3.3) |"]

@@ -59,7 +59,7 @@ RUN_FIELDS = ("model", "link", "nominal_mbps", "strategy", "run", "latency_s", "
               "client_compute_s", "upload_s", "hidden_upload_s", "server_s", "after_upload_s",
               "pred_client_compute_s", "pred_upload_s", "pred_hidden_upload_s", "pred_server_s",
               "pred_reply_s", "cut_bytes", "wire_bytes", "codecs", "cut", "client_vertices", "where", "verified",
-              "shared_with")
+              "shared_with", "encode_s", "decode_s", "pred_encode_s", "pred_decode_s")
 
 PLAN_FIELDS = ("model", "link", "strategy", "seconds_to_plan", "predicted_s", "link_b", "link_c", "shared_with",
                "cut_bytes", "wire_bytes", "codecs")
@@ -175,6 +175,7 @@ def _run_record(plan, name: str, rep, groups: dict[str, str]) -> dict:
     the prediction's. An arm whose plan is identical to an earlier one's gets that one's run
     (``shared_with`` names it)."""
     terms = rep.result.timeline.terms()
+    wire = rep.result.timeline.wire()
     pred = plan.predicted
     return {
         "kind": "run", "strategy": name, "latency_s": rep.latency, "predicted_s": pred.total,
@@ -186,7 +187,10 @@ def _run_record(plan, name: str, rep, groups: dict[str, str]) -> dict:
         "wire_bytes": plan.wire_bytes, "codecs": _codec_text(plan.codecs),
         "cut": " ".join(plan.cut), "client_vertices": len(plan.client),
         "where": rep.result.timeline.where, "verified": bool(rep.verify_ok),
-        "shared_with": groups[name] if groups[name] != name else ""}
+        "shared_with": groups[name] if groups[name] != name else "",
+        # the codecs' own seconds: the client's encoding and the server's decoding (the server reports it)
+        "encode_s": sum(w["encode_s"] for w in wire), "decode_s": sum(w["decode_s"] for w in wire),
+        "pred_encode_s": pred.encode, "pred_decode_s": pred.decode}
 
 
 def _codec_text(codecs: dict) -> str:
@@ -205,7 +209,14 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _append(path: Path, fields: tuple[str, ...], row: dict) -> None:
+    """Append ``row`` to the CSV at ``path``; a file written under an older header (fewer
+    columns) is first rewritten under ``fields``, so a resumed run never misaligns columns."""
     new = not path.exists()
+    if not new:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if tuple(header) != tuple(fields):
+            _rewrite(path, fields, _read_rows(path))
     with path.open("a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
@@ -219,7 +230,10 @@ def _drop_point(path: Path, fields: tuple[str, ...], model: str, link: str) -> N
     """Rewrite ``path`` without the rows of (``model``, ``link``), under the current header."""
     if not path.exists():
         return
-    rows = [r for r in _read_rows(path) if not (r["model"] == model and r["link"] == link)]
+    _rewrite(path, fields, [r for r in _read_rows(path) if not (r["model"] == model and r["link"] == link)])
+
+
+def _rewrite(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -579,6 +593,9 @@ def summarize(out: Path, gaps: tuple[float, ...] | None = None) -> str:
     calib = _calibration(lat, rows, models, links, "co@raw" if "co@raw" in strategies else "co")
     if calib:
         text += "\n## Client vs server compute (the slowdown factor)\n\n" + calib + "\n"
+    codec = _codec_terms(rows, models, links)
+    if codec:
+        text += ("\n## Codec terms (medians; the server's decode as it reports it)\n\n" + codec + "\n")
     sweep = gap_sweep(out, models, SWEEP_MBPS, gaps or GAPS)
     if sweep:
         text += (f"\n## Predicted: the client/server gap as a dimension\n\n{_GAP_NOTE}\n"
@@ -728,6 +745,30 @@ def _calibration(lat, rows, models, links, co="co") -> str:
                          f"{p90(srv[model]) / s:.2f} | {c / s:.1f}x |")
             any_row = True
     return "\n".join(lines) if any_row else ""
+
+
+def _codec_terms(rows, models, links) -> str:
+    """Measured against predicted codec seconds per arm that encodes or decodes anything: the
+    client's encoding and the server's decoding (its own report); empty for runs without them."""
+    terms = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("decode_s") in (None, "") or r["where"] != "cooperative" or r.get("shared_with"):
+            continue
+        t = terms[(r["link"], r["model"], r["strategy"])]
+        for k in ("encode_s", "pred_encode_s", "decode_s", "pred_decode_s", "after_upload_s", "server_s"):
+            t[k].append(float(r[k] or 0))
+    lines = ["| link | model | arm | codecs | encode ms (predicted) | server decode ms (predicted) |",
+             "|---|---|---|---|---:|---:|"]
+    codecs_of = {(r["link"], r["model"], r["strategy"]): r.get("codecs") or "" for r in rows}
+    for link in links:
+        for model in models:
+            for (lk, m, arm), t in sorted(terms.items(), key=lambda kv: _arm_order(kv[0][2])):
+                if (lk, m) != (link, model) or not (max(t["decode_s"]) > 0 or max(t["encode_s"]) > 0):
+                    continue
+                lines.append(f"| {link} | {model} | {arm} | {_short_codecs(codecs_of[(lk, m, arm)])} | "
+                             f"{median(t['encode_s']) * 1e3:.1f} ({median(t['pred_encode_s']) * 1e3:.1f}) | "
+                             f"{median(t['decode_s']) * 1e3:.1f} ({median(t['pred_decode_s']) * 1e3:.1f}) |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _plots(out: Path, lat, pred, models, links, strategies) -> None:
