@@ -81,7 +81,8 @@ def test_every_strategy_and_a_mid_cut_verify_over_grpc(server, name):
 @pytest.mark.timing
 def test_probe_fits_the_throttled_link(server):
     rate = 2e6 / 8  # 2 Mbit/s
-    s = _session(server, "googlenet", strategy="co", link="auto", throttle=rate, probe_budget_s=0.25)
+    # a longer probe budget gives the fit more transfers, so one delayed by a busy CI machine moves it less
+    s = _session(server, "googlenet", strategy="co", link="auto", throttle=rate, probe_budget_s=0.6)
     try:
         assert s.link.n_samples >= 3
         assert abs(s.link.b - rate) / rate < 0.1, s.link
