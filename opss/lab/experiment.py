@@ -755,7 +755,7 @@ def _codec_terms(rows, models, links) -> str:
         if r.get("decode_s") in (None, "") or r["where"] != "cooperative" or r.get("shared_with"):
             continue
         t = terms[(r["link"], r["model"], r["strategy"])]
-        for k in ("encode_s", "pred_encode_s", "decode_s", "pred_decode_s", "after_upload_s", "server_s"):
+        for k in ("encode_s", "pred_encode_s", "decode_s", "pred_decode_s"):
             t[k].append(float(r[k] or 0))
     lines = ["| link | model | arm | codecs | encode ms (predicted) | server decode ms (predicted) |",
              "|---|---|---|---|---:|---:|"]
